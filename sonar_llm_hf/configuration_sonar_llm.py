@@ -51,7 +51,26 @@ SONAR_LLM_PRESETS: dict[str, dict] = {
 }
 
 
-def llama_preset(name: str, **overrides) -> LlamaConfig:
+@strict
+class SonarLLMBackboneConfig(LlamaConfig):
+    """Llama settings of the backbone.
+
+    Only the head check differs from `LlamaConfig`: the released 600M and 900M backbones have
+    heads x head_dim != hidden (26 x 64 vs 1280, 32 x 64 vs 1536), which Llama's attention supports through
+    `head_dim` but `LlamaConfig`'s validation rejects.
+    """
+
+    model_type = "sonar_llm_backbone"
+
+    def validate_architecture(self):
+        if self.num_attention_heads % self.num_key_value_heads != 0:
+            raise ValueError(
+                f"`num_attention_heads` ({self.num_attention_heads}) must be a multiple of `num_key_value_heads` "
+                f"({self.num_key_value_heads})."
+            )
+
+
+def llama_preset(name: str, **overrides) -> SonarLLMBackboneConfig:
     """The backbone config of a released size (`"100M"`, `"300M"`, `"600M"`, `"900M"`, `"1.3B"`)."""
     key = name.upper()
     if key not in SONAR_LLM_PRESETS:
@@ -59,7 +78,7 @@ def llama_preset(name: str, **overrides) -> LlamaConfig:
     settings = {**copy.deepcopy(_COMMON_LLAMA), **SONAR_LLM_PRESETS[key]}
     settings.update(overrides)
     settings.setdefault("num_key_value_heads", settings["num_attention_heads"])  # plain MHA, as released
-    return LlamaConfig(**settings)
+    return SonarLLMBackboneConfig(**settings)
 
 
 @strict
@@ -95,7 +114,7 @@ class SonarLLMConfig(PreTrainedConfig):
 
     model_type = "sonar_llm"
     sub_configs_defaults = {
-        "llama_config": LlamaConfig,
+        "llama_config": SonarLLMBackboneConfig,
         "encoder_config": SonarTextEncoderConfig,
         "decoder_config": SonarTextDecoderConfig,
     }
@@ -119,9 +138,10 @@ class SonarLLMConfig(PreTrainedConfig):
         if self.llama_config is None:
             self.llama_config = llama_preset("100M")
         super().__post_init__(**kwargs)
+        self._check()
 
-    def validate_architecture(self):
-        """Refuse combinations that cannot run, naming the values."""
+    def _check(self) -> None:
+        """Refuse combinations that cannot run, naming the values (plain `ValueError`s, raised at construction)."""
         for name, sub in (("encoder_config", self.encoder_config), ("decoder_config", self.decoder_config)):
             if sub.d_model != self.embed_dim:
                 raise ValueError(f"`embed_dim` ({self.embed_dim}) must equal the SONAR {name}.d_model ({sub.d_model}).")
@@ -140,4 +160,4 @@ class SonarLLMConfig(PreTrainedConfig):
         return self.llama_config.hidden_size
 
 
-__all__ = ["SonarLLMConfig", "SONAR_LLM_PRESETS", "llama_preset"]
+__all__ = ["SonarLLMConfig", "SonarLLMBackboneConfig", "SONAR_LLM_PRESETS", "llama_preset"]

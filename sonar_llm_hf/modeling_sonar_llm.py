@@ -25,6 +25,7 @@ from .modeling_sonar_text import (
     SonarTextEncoder,
     check_sentence_embeddings,
     chunked_token_cross_entropy,
+    load_tokenizer_beside,
 )
 
 logger = logging.get_logger(__name__)
@@ -147,18 +148,16 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
     @property
     def tokenizer(self):
         """The SONAR tokenizer saved beside the weights (shared with the encoder and decoder)."""
-        return self.sonar_encoder.tokenizer
+        if getattr(self.sonar_encoder, "_tokenizer", None) is None:
+            tokenizer = load_tokenizer_beside(self.config)
+            if tokenizer is not None:
+                self.tokenizer = tokenizer
+        return getattr(self.sonar_encoder, "_tokenizer", None)
 
     @tokenizer.setter
     def tokenizer(self, value) -> None:
         self.sonar_encoder.tokenizer = value
         self.sonar_decoder.tokenizer = value
-
-    def _share_tokenizer(self) -> None:
-        if getattr(self.sonar_encoder, "_tokenizer", None) is None:
-            source = self.config._name_or_path
-            self.sonar_encoder.config._name_or_path = source
-        self.sonar_decoder.tokenizer = self.sonar_encoder.tokenizer
 
     # -- forward --------------------------------------------------------------------------------------------------
 

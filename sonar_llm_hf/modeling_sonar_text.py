@@ -103,6 +103,20 @@ def chunked_token_cross_entropy(
     return total, count
 
 
+def load_tokenizer_beside(config):
+    """The tokenizer saved in the folder a model was loaded from, or None (with a warning if it fails)."""
+    source = getattr(config, "_name_or_path", "")
+    if not source:
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        logger.warning(f"Could not load a tokenizer from {source!r}: {error}")
+        return None
+
+
 class SonarTextPreTrainedModel(M2M100PreTrainedModel):
     """Shares M2M100's weight init (which also rebuilds the sinusoidal position tables after meta-device init)."""
 
@@ -123,16 +137,8 @@ class SonarTextPreTrainedModel(M2M100PreTrainedModel):
     def tokenizer(self):
         """The tokenizer saved beside the weights, loaded on first use."""
         if getattr(self, "_tokenizer", None) is None:
-            source = getattr(self.config, "_name_or_path", "") or getattr(self, "name_or_path", "")
-            if source:
-                from transformers import AutoTokenizer
-
-                try:
-                    self._tokenizer = AutoTokenizer.from_pretrained(source)
-                except (OSError, ValueError) as error:
-                    logger.warning(f"Could not load a tokenizer from {source!r}: {error}")
-                    self._tokenizer = None
-        return getattr(self, "_tokenizer", None)
+            self._tokenizer = load_tokenizer_beside(self.config)
+        return self._tokenizer
 
     @tokenizer.setter
     def tokenizer(self, value):

@@ -1,0 +1,82 @@
+"""`sonar-llm`: command-line entry point.
+
+    sonar-llm generate "Once upon a time, there was a cat. The cat was hungry." [--model PATH_OR_REPO]
+
+Sentences are printed as soon as they are decoded. Without `--model` the offline demo model is used (see
+`sonar_llm_hf.demo`): a miniature trained here to show the method, not a language model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import torch
+    from transformers import AutoModel
+
+    from . import PrintSentenceStreamer
+    from .demo import default_model_path
+
+    path = args.model or default_model_path(verbose=True)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    model = AutoModel.from_pretrained(path, dtype=dtype, trust_remote_code=args.trust_remote_code)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device).eval()
+    prompts = args.prompt
+    streamer = PrintSentenceStreamer(num_prompts=len(prompts))
+    if not args.quiet:
+        for i, prompt in enumerate(prompts):
+            prefix = f"[{i}] " if len(prompts) > 1 else ""
+            print(f"{prefix}Prompt: {prompt}\n{prefix}Continuation:", flush=True)
+    options = dict(
+        prompt_lang=args.lang,
+        target_lang=args.target_lang,
+        num_beams=args.num_beams,
+        eos_threshold=args.eos_threshold,
+        max_sentences=args.max_sentences,
+        max_new_sentences=args.max_new_sentences,
+        seed=args.seed,
+    )
+    if args.sample:
+        options.update(do_sample=True, temperature=args.temperature, top_p=args.top_p)
+    model.generate(prompts, streamer=streamer, **{k: v for k, v in options.items() if v is not None})
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sonar-llm", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    gen = commands.add_parser("generate", help="continue one or more texts sentence by sentence")
+    gen.add_argument("prompt", nargs="+", help="text(s) to continue; each is split into sentences")
+    gen.add_argument("--model", help="converted model folder or Hub repo id (default: the offline demo model)")
+    gen.add_argument("--lang", default=None, help="prompt language, a SONAR code such as eng_Latn (default: model's)")
+    gen.add_argument("--target-lang", default=None, help="language of the continuation (default: the prompt's)")
+    gen.add_argument("--num-beams", type=int, default=None, help="SONAR decoder beam size (default 5)")
+    gen.add_argument("--eos-threshold", type=float, default=None, help="cosine to the end sentence that stops")
+    gen.add_argument("--max-sentences", type=int, default=None, help="document length limit, prompt included")
+    gen.add_argument("--max-new-sentences", type=int, default=None, help="limit on generated sentences")
+    gen.add_argument("--sample", action="store_true", help="sample in the SONAR decoder instead of beam search")
+    gen.add_argument("--temperature", type=float, default=0.6)
+    gen.add_argument("--top-p", type=float, default=0.9)
+    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    gen.add_argument("--device", default=None)
+    gen.add_argument("--trust-remote-code", action="store_true", help="use the folder's code instead of the package")
+    gen.add_argument("--quiet", action="store_true", help="print only the generated sentences")
+    gen.set_defaults(func=_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, OSError) as error:
+        print(f"sonar-llm: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""The reference SONAR-LLM algorithms (FusionBrainLab/SONAR-LLM), restated faithfully for parity tests.
+
+- `reference_loss`: `SonarLossWrapper.forward` of `train_sonarllm.py` (REFERENCE.md §2.5): a Python loop over
+  sentences, tokenizing on the fly, full-vocabulary logits, the duplicated final `</s>` target, and
+  `CrossEntropyLoss(ignore_index=pad)` averaged over every token of the micro-batch.
+- `reference_generate`: `generate.py` (§2.6): one prompt, the whole backbone recomputed every sentence (no cache,
+  no mask), SONAR decoding, re-encoding, the cosine test against enc("End of sequence.").
+
+They run on our SONAR modules (HF ids) so that only the SONAR-LLM algorithm is under test here; SONAR itself is
+checked against fairseq2 fixtures elsewhere.
+"""
+
+import torch
+from torch import nn
+
+from sonar_llm_hf.tokenization_sonar import encode_target
+
+# The reference pads token tensors with fairseq2's id 0 (<pad>) and ignores it in the loss; in HF ids that is 1.
+HF_PAD = 1
+HF_EOS = 2
+
+
+def reference_backbone(model, embeddings: torch.Tensor) -> torch.Tensor:
+    """`reverse_proj(llama(inputs_embeds=forward_proj(E)).hidden_states[-1])`, no attention mask."""
+    hidden = model.model(inputs_embeds=model.in_proj(embeddings), use_cache=False).last_hidden_state
+    return model.out_proj(hidden)
+
+
+def reference_loss(model, embeddings, documents, lang="eng_Latn", max_len=256, duplicate_final_eos=True):
+    """Mean token CE over all sentence pairs of a zero-padded micro-batch, as the reference computes it."""
+    tokenizer = model.tokenizer
+    predicted = reference_backbone(model, embeddings)  # (B, T, d)
+    preds, token_rows = [], []
+    for b, sentences in enumerate(documents):
+        for k in range(1, len(sentences)):
+            preds.append(predicted[b, k - 1])
+            token_rows.append(encode_target(tokenizer, [sentences[k]], lang)[0])  # [lang] pieces </s>
+    pred = torch.stack(preds)
+    # decoder input `[</s>, lang, t.., </s>]`, labels `[lang, t.., </s>, </s>]` (the reference's extra target)
+    inputs = [[HF_EOS, *row] for row in token_rows]
+    labels = [[*row, HF_EOS] for row in token_rows]
+    if not duplicate_final_eos:
+        inputs = [row[:-1] for row in inputs]
+        labels = [row[:-1] for row in labels]
+    width = min(max(len(r) for r in inputs), max_len)
+    dec_in = torch.full((len(inputs), width), HF_PAD, dtype=torch.long)
+    dec_labels = torch.full((len(inputs), width), HF_PAD, dtype=torch.long)
+    for i, (x, y) in enumerate(zip(inputs, labels)):
+        dec_in[i, : len(x[:width])] = torch.tensor(x[:width])
+        dec_labels[i, : len(y[:width])] = torch.tensor(y[:width])
+    hidden = model.sonar_decoder.decoder_hidden_states(pred, dec_in)
+    logits = model.sonar_decoder.lm_head(hidden)  # full (N, L, V) logits, as the reference materialises them
+    return nn.CrossEntropyLoss(ignore_index=HF_PAD)(logits.reshape(-1, logits.shape[-1]), dec_labels.reshape(-1))
+
+
+@torch.no_grad()
+def reference_generate(model, prompt_sentences, lang="eng_Latn", max_sentences=32, threshold=0.98, **decode_kwargs):
+    """One prompt, full recompute each step, re-encoding, stop on the end sentence. Returns the new sentences."""
+    encoder, decoder = model.sonar_encoder, model.sonar_decoder
+    eos = encoder.encode([model.config.eos_sentence], lang=lang)[0]
+    sentences = list(prompt_sentences)
+    embeddings = list(encoder.encode(sentences, lang=lang))
+    new = []
+    while len(sentences) <= max_sentences:
+        predicted = reference_backbone(model, torch.stack(embeddings).unsqueeze(0))[0, -1]
+        text = decoder.decode(predicted.unsqueeze(0), lang=lang, **decode_kwargs)[0]
+        reencoded = encoder.encode([text], lang=lang)[0] if text.strip() else None
+        if reencoded is None:
+            lang_id = model.tokenizer.convert_tokens_to_ids(lang)
+            reencoded = encoder.encode_token_ids([[lang_id, HF_EOS]])[0]
+        if torch.nn.functional.cosine_similarity(reencoded, eos, dim=0) >= threshold:
+            break
+        sentences.append(text)
+        embeddings.append(reencoded)
+        new.append(text)
+    return new

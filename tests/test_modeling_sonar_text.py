@@ -1,0 +1,138 @@
+"""SonarTextEncoder / SonarTextDecoder behaviour on tiny real models (parity with fairseq2 is in test_parity_sonar)."""
+
+import warnings
+
+import pytest
+import torch
+from transformers import AutoModel
+
+from sonar_llm_hf import SonarTextDecoder, SonarTextEncoder
+from sonar_llm_hf.modeling_sonar_text import masked_mean_pool
+
+SENTENCES = ["The cat sat on the mat.", "Hello!", "A much longer sentence about a dog that ran in the park all day."]
+
+
+def test_pooler_output_is_the_masked_mean(tiny_sonar_encoder):
+    tok = tiny_sonar_encoder.tokenizer
+    batch = tok(SENTENCES, padding=True, return_tensors="pt")
+    out = tiny_sonar_encoder(batch["input_ids"], batch["attention_mask"])
+    assert out.pooler_output.shape == (3, tiny_sonar_encoder.config.d_model)
+    assert out.last_hidden_state.shape[:2] == batch["input_ids"].shape
+    n = int(batch["attention_mask"][1].sum())
+    torch.testing.assert_close(out.pooler_output[1], out.last_hidden_state[1, :n].mean(0), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(masked_mean_pool(out.last_hidden_state, batch["attention_mask"]), out.pooler_output)
+
+
+def test_encode_is_order_and_batch_invariant(tiny_sonar_encoder):
+    alone = torch.stack([tiny_sonar_encoder.encode([s])[0] for s in SENTENCES])
+    for batch_size in (1, 2, 32):
+        together = tiny_sonar_encoder.encode(SENTENCES, batch_size=batch_size)
+        torch.testing.assert_close(together, alone, rtol=0, atol=1e-6)
+
+
+def test_language_changes_the_embedding(tiny_sonar_encoder):
+    eng = tiny_sonar_encoder.encode(SENTENCES[:1], lang="eng_Latn")
+    fra = tiny_sonar_encoder.encode(SENTENCES[:1], lang="fra_Latn")
+    assert not torch.allclose(eng, fra)
+
+
+def test_overlong_text_is_truncated_keeping_the_end_token(tiny_sonar_encoder):
+    long_text = " ".join(["word"] * 600)
+    with pytest.warns(UserWarning, match="truncated"):
+        embedding = tiny_sonar_encoder.encode([long_text])
+    assert torch.isfinite(embedding).all()
+
+
+@pytest.mark.parametrize("bad, error", [([""], ValueError), (["ok", None], TypeError), (None, TypeError), (["  "], ValueError)])
+def test_encode_refuses_bad_text(tiny_sonar_encoder, bad, error):
+    with pytest.raises(error):
+        tiny_sonar_encoder.encode(bad)
+
+
+def test_encode_refuses_unknown_language(tiny_sonar_encoder):
+    with pytest.raises(ValueError, match="eng_Latn"):
+        tiny_sonar_encoder.encode(SENTENCES, lang="eng_latn")
+
+
+def test_decoder_forward_returns_logits_and_loss(tiny_sonar_decoder, tiny_sonar_encoder):
+    embeddings = tiny_sonar_encoder.encode(SENTENCES)
+    labels = tiny_sonar_decoder.tokenizer(text_target=SENTENCES, padding=True, return_tensors="pt")["input_ids"]
+    labels[labels == tiny_sonar_decoder.config.pad_token_id] = -100
+    out = tiny_sonar_decoder(sentence_embeddings=embeddings, labels=labels)
+    assert out.logits.shape == (*labels.shape, tiny_sonar_decoder.config.vocab_size)
+    expected = torch.nn.functional.cross_entropy(out.logits.reshape(-1, out.logits.shape[-1]), labels.reshape(-1))
+    torch.testing.assert_close(out.loss, expected)
+    # the decoder input is the labels shifted right behind `</s>`
+    shifted = torch.cat([torch.full_like(labels[:, :1], 2), labels[:, :-1]], 1)
+    shifted = shifted.masked_fill(shifted == -100, tiny_sonar_decoder.config.pad_token_id)
+    again = tiny_sonar_decoder(sentence_embeddings=embeddings, decoder_input_ids=shifted, labels=labels)
+    torch.testing.assert_close(again.loss, out.loss)
+
+
+@pytest.mark.parametrize("settings", [dict(num_beams=1), dict(num_beams=5), dict(do_sample=True, top_p=0.9)])
+def test_generate_with_and_without_cache(tiny_sonar_decoder, tiny_sonar_encoder, settings):
+    embeddings = tiny_sonar_encoder.encode(SENTENCES)
+    prompt = tiny_sonar_decoder.decoder_prompt(3, "eng_Latn")
+    torch.manual_seed(0)
+    cached = tiny_sonar_decoder.generate(sentence_embeddings=embeddings, decoder_input_ids=prompt, max_length=10, **settings)
+    torch.manual_seed(0)
+    uncached = tiny_sonar_decoder.generate(
+        sentence_embeddings=embeddings, decoder_input_ids=prompt, max_length=10, use_cache=False, **settings
+    )
+    assert torch.equal(cached, uncached)
+    assert torch.equal(cached[:, :2], prompt)
+
+
+def test_decode_never_emits_undecodable_ids(tiny_sonar_decoder, tiny_sonar_encoder):
+    tok = tiny_sonar_decoder.tokenizer
+    # Push the logits towards the rows past the tokenizer, padding and <mask>: they must still never appear.
+    decoder = tiny_sonar_decoder
+    forbidden = [decoder.config.vocab_size - 1, decoder.config.vocab_size - 2, decoder.config.pad_token_id,
+                 tok.convert_tokens_to_ids("<mask>")]  # fmt: skip
+    original = decoder.lm_head.weight.detach().clone()
+    try:
+        with torch.no_grad():
+            decoder.lm_head.weight[forbidden] *= 50
+        texts, ids = decoder.decode(tiny_sonar_encoder.encode(SENTENCES), max_length=12, return_token_ids=True)
+    finally:
+        with torch.no_grad():
+            decoder.lm_head.weight.copy_(original)
+    assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+    assert not any(token in forbidden for row in ids for token in row)
+
+
+def test_decode_is_batch_invariant(tiny_sonar_decoder, tiny_sonar_encoder):
+    embeddings = tiny_sonar_encoder.encode(SENTENCES)
+    together = tiny_sonar_decoder.decode(embeddings, max_length=12)
+    alone = [tiny_sonar_decoder.decode(e, max_length=12)[0] for e in embeddings]
+    assert together == alone
+
+
+@pytest.mark.parametrize(
+    "embeddings, message",
+    [
+        (torch.full((1, 16), float("nan")), "NaN"),
+        (torch.full((1, 16), float("inf")), "NaN or inf"),
+        (torch.zeros(1, 8), "width"),
+        (torch.zeros(1, 16, dtype=torch.long), "floating"),
+        (torch.zeros(2, 3, 16), "shape"),
+    ],
+)
+def test_decode_refuses_bad_embeddings(tiny_sonar_decoder, embeddings, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        tiny_sonar_decoder.decode(embeddings)
+
+
+def test_save_and_auto_load(tiny_sonar_encoder, tiny_sonar_decoder, tmp_path):
+    for model, cls in ((tiny_sonar_encoder, SonarTextEncoder), (tiny_sonar_decoder, SonarTextDecoder)):
+        folder = tmp_path / cls.__name__
+        model.save_pretrained(folder)
+        model.tokenizer.save_pretrained(folder)
+        loaded = AutoModel.from_pretrained(folder)
+        assert type(loaded) is cls
+        assert loaded.tokenizer is not None
+        for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+            assert torch.equal(a, b), name
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        AutoModel.from_pretrained(tmp_path / "SonarTextDecoder")
