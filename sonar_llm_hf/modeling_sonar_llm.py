@@ -143,6 +143,7 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
                 "convert the checkpoint with `conversion/convert_sonar_llm_to_hf.py`, which bundles SONAR."
             )
         model._freeze_sonar()
+        _ = model.tokenizer  # load the tokenizer beside the weights and hand it to the SONAR submodules
         return (model, info) if wants_info else model
 
     @property

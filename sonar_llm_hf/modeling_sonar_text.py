@@ -108,10 +108,12 @@ def load_tokenizer_beside(config):
     source = getattr(config, "_name_or_path", "")
     if not source:
         return None
-    from transformers import AutoTokenizer
+    # SONAR folders always hold an NllbTokenizer; naming the class avoids AutoTokenizer reading the folder's
+    # config.json, which would ask for trust_remote_code a second time.
+    from transformers import NllbTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(source)
+        return NllbTokenizer.from_pretrained(source)
     except (OSError, ValueError) as error:
         logger.warning(f"Could not load a tokenizer from {source!r}: {error}")
         return None
@@ -408,7 +410,7 @@ class SonarTextDecoder(SonarTextPreTrainedModel, GenerationMixin):
             do_sample=do_sample,
             max_length=max_length,
             length_penalty=1.0,
-            early_stopping=True,
+            early_stopping=True if num_beams > 1 else None,
             no_repeat_ngram_size=0,
             suppress_tokens=suppressed_token_ids(tokenizer, self.config.vocab_size),
             pad_token_id=self.config.pad_token_id,
