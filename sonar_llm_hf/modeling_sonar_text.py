@@ -31,6 +31,7 @@ from transformers.models.m2m_100.modeling_m2m_100 import (
 from transformers.utils import logging
 
 from .configuration_sonar_text import SonarTextDecoderConfig, SonarTextEncoderConfig
+from .generation_sonar_text import fairseq2_beam_search
 from .tokenization_sonar import (
     check_language,
     decode_ids,
@@ -387,37 +388,46 @@ class SonarTextDecoder(SonarTextPreTrainedModel, GenerationMixin):
         batch_size: int = 32,
         tokenizer=None,
         do_sample: bool = False,
+        beam_search: str = "fairseq2",
         return_token_ids: bool = False,
         progress_bar: bool | None = None,
         **generate_kwargs,
     ) -> list[str] | tuple[list[str], list[list[int]]]:
         """Decode (N, d) embeddings into N sentences in `lang`.
 
-        Defaults follow SONAR's `EmbeddingToTextModelPipeline` as SONAR-LLM calls it: beam 5, length penalty 1,
-        stop once `num_beams` hypotheses end, `max_length` positions counting the `[</s>, lang]` prompt. Ids the
-        tokenizer cannot turn into text (padding, `<mask>`, rows past its vocabulary) are never generated.
-        With `return_token_ids=True`, also returns the generated ids after the prompt.
+        Defaults follow SONAR's `EmbeddingToTextModelPipeline` as SONAR-LLM calls it: beam 5 with fairseq2's own
+        search and scoring (`beam_search="fairseq2"`, see `generation_sonar_text.py`; `"transformers"` uses
+        `generate`), length penalty 1, `max_length` positions counting the `[</s>, lang]` prompt, `</s>` forced at
+        the last one. Greedy decoding and sampling (`do_sample=True`, `temperature`, `top_p`, ...) use
+        `generate`. Ids the tokenizer cannot turn into text (padding, `<mask>`, rows past its vocabulary) are never
+        generated. With `return_token_ids=True`, also returns the generated ids after the prompt.
         """
         tokenizer = self._tokenizer_or_raise(tokenizer)
+        if beam_search not in ("fairseq2", "transformers"):
+            raise ValueError(f"`beam_search` must be 'fairseq2' or 'transformers', got {beam_search!r}.")
         if isinstance(embeddings, torch.Tensor) and embeddings.dim() == 1:
             embeddings = embeddings.unsqueeze(0)
         check_sentence_embeddings(embeddings, self.config.d_model, name="embeddings")
         if embeddings.dim() != 2:
             raise ValueError(f"`embeddings` must have shape (N, {self.config.d_model}), got {tuple(embeddings.shape)}.")
         embeddings = embeddings.to(device=self.device, dtype=self.dtype)
+        suppress = suppressed_token_ids(tokenizer, self.config.vocab_size)
+        use_fairseq2 = num_beams > 1 and not do_sample and beam_search == "fairseq2"
+        if use_fairseq2 and generate_kwargs:
+            raise TypeError(f"Options {sorted(generate_kwargs)} need `beam_search='transformers'`.")
         settings = dict(
             num_beams=num_beams,
             do_sample=do_sample,
-            max_length=max_length,
+            max_length=min(max_length, self.config.max_position_embeddings),
             length_penalty=1.0,
             early_stopping=True if num_beams > 1 else None,
             no_repeat_ngram_size=0,
-            suppress_tokens=suppressed_token_ids(tokenizer, self.config.vocab_size),
+            suppress_tokens=suppress,
             pad_token_id=self.config.pad_token_id,
             eos_token_id=self.config.eos_token_id,
             decoder_start_token_id=self.config.decoder_start_token_id,
             forced_bos_token_id=None,
-            forced_eos_token_id=None,
+            forced_eos_token_id=self.config.eos_token_id,  # fairseq2 ends every hypothesis at the last position
         )
         settings.update(generate_kwargs)
         texts, generated = [], []
@@ -427,10 +437,16 @@ class SonarTextDecoder(SonarTextPreTrainedModel, GenerationMixin):
         for start in logging.tqdm(batches, desc="SONAR decode", disable=not progress_bar):
             chunk = embeddings[start : start + batch_size]
             prompt = self.decoder_prompt(chunk.shape[0], lang, tokenizer)
-            output = self.generate(sentence_embeddings=chunk, decoder_input_ids=prompt, **settings)
-            new_tokens = output[:, prompt.shape[1] :].tolist()
+            if use_fairseq2:
+                new_tokens, _ = fairseq2_beam_search(
+                    self, chunk, prompt, beam_size=num_beams, max_length=max_length, suppress_ids=suppress
+                )
+            else:
+                output = self.generate(sentence_embeddings=chunk, decoder_input_ids=prompt, **settings)
+                new_tokens = output[:, prompt.shape[1] :].tolist()
+            new_tokens = [_strip_padding(row, self.config.pad_token_id, self.config.eos_token_id) for row in new_tokens]
             texts.extend(decode_ids(tokenizer, new_tokens))
-            generated.extend(_strip_padding(row, self.config.pad_token_id, self.config.eos_token_id) for row in new_tokens)
+            generated.extend(new_tokens)
         return (texts, generated) if return_token_ids else texts
 
 
