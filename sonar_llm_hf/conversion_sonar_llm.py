@@ -206,3 +206,82 @@ def reference_predictions(state: dict, backbone: SonarLLMBackboneConfig, embeddi
         hidden = torch.nn.functional.linear(embeddings, state["forward_proj.linear.weight"], state["forward_proj.linear.bias"])
         out = llama(inputs_embeds=hidden).last_hidden_state
         return torch.nn.functional.linear(out, state["reverse_proj.linear.weight"], state["reverse_proj.linear.bias"])
+
+
+def convert_sonar_llm(
+    checkpoint,
+    sonar_dir,
+    output,
+    config_json=None,
+    preset: str | None = None,
+    dtype: str | None = None,
+    repo_id: str | None = None,
+    push_to_hub: bool = False,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    api=None,
+) -> dict:
+    """Convert, write a Hub-ready folder (weights, config with auto_map, generation config, tokenizer, code, card),
+    verify it by reloading against the reference wrapper's predictions, and optionally publish it."""
+    from transformers import AutoModel
+
+    from .conversion_utils import atomic_output_dir, parse_dtype
+    from .model_card import build_model_card
+
+    model, report = build_sonar_llm(checkpoint, sonar_dir, config_json=config_json, preset=preset)
+    state, _ = read_source(checkpoint)
+    # 1. the converted model computes what the reference wrapper computes (fp32, before any cast)
+    probe = torch.randn(2, 5, model.config.embed_dim, generator=torch.Generator().manual_seed(0)) * 0.05
+    expected = reference_predictions(state, model.config.llama_config, probe)
+    with torch.no_grad():
+        ours = model(probe).predicted_embeddings
+    if not torch.allclose(ours, expected, rtol=0, atol=1e-6):
+        raise ConversionError(f"Converted predictions differ from the reference by {(ours - expected).abs().max():.3g}.")
+    torch_dtype = parse_dtype(dtype)
+    if torch_dtype is not None:
+        model.to(torch_dtype)
+    # 2. write the folder atomically
+    output = Path(output)
+    name = repo_id or output.name
+    trainable = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("sonar_"))
+    total = sum(p.numel() for p in model.parameters())
+    with atomic_output_dir(output, is_same_model=_holds_sonar_llm) as staging:
+        model.save_pretrained(staging)
+        model.tokenizer.save_pretrained(staging)
+        card = build_model_card(name, report["preset"], model.config, source=f"`{Path(checkpoint).name}`",
+                                dropped_parameters=report["dropped_parameters"], trainable=trainable, total=total)  # fmt: skip
+        card.save(staging / "README.md")
+        # 3. reload what was written and check it reproduces the converted model exactly
+        reloaded = AutoModel.from_pretrained(staging, dtype=model.dtype)
+        with torch.no_grad():
+            same = torch.equal(reloaded(probe.to(model.dtype)).predicted_embeddings, model(probe.to(model.dtype)).predicted_embeddings)
+        if not same:
+            raise ConversionError("The written folder does not reproduce the converted model.")
+    report.update(output=str(output), trainable_parameters=trainable, total_parameters=total)
+    if push_to_hub:
+        if not repo_id:
+            raise ConversionError("--push-to-hub needs a repository id.")
+        report["commit"] = publish_folder(output, repo_id, private=private, revision=revision,
+                                          commit_message=commit_message, api=api)  # fmt: skip
+    return report
+
+
+def _holds_sonar_llm(path: Path) -> bool:
+    config = path / "config.json"
+    return config.exists() and json.loads(config.read_text()).get("model_type") == "sonar_llm"
+
+
+def publish_folder(folder, repo_id: str, private: bool = False, revision: str | None = None,
+                   commit_message: str | None = None, api=None):
+    """Create the repo (and branch) if needed and upload the folder in one commit."""
+    from huggingface_hub import HfApi
+
+    api = api or HfApi()
+    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    if revision:
+        api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
+    return api.upload_folder(
+        folder_path=str(folder), repo_id=repo_id, repo_type="model", revision=revision,
+        commit_message=commit_message or f"Upload {repo_id} converted with sonar-llm-hf",
+    )  # fmt: skip
