@@ -23,8 +23,8 @@ from .conversion_utils import ConversionError, check_against_model, load_checkpo
 BACKBONE_KEY_MAPPING = {
     r"llama_model\.model\.layers\.(\d+)\.(.+)": r"model.layers.\1.\2",
     r"llama_model\.model\.norm\.weight": r"model.norm.weight",
-    r"forward_proj\.linear\.(weight|bias)": r"in_proj.\1",
-    r"reverse_proj\.linear\.(weight|bias)": r"out_proj.\1",
+    r"forward_proj\.linear\.(weight|bias)": r"sentence_in_proj.\1",
+    r"reverse_proj\.linear\.(weight|bias)": r"sentence_out_proj.\1",
     # never trained (sentences enter through forward_proj), dropped and reported
     r"llama_model\.model\.embed_tokens\.weight": None,
     r"llama_model\.lm_head\.weight": None,

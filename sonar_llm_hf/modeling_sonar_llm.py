@@ -1,6 +1,6 @@
 """SONAR-LLM (arXiv 2508.05305): a Llama decoder that predicts the next sentence as a SONAR embedding.
 
-    sentence embeddings (B, T, 1024) -> in_proj -> Llama layers -> out_proj -> predicted next embeddings (B, T, 1024)
+    sentence embeddings (B, T, 1024) -> sentence_in_proj -> Llama layers -> sentence_out_proj -> predictions (B, T, 1024)
 
 Training pushes token cross-entropy through the frozen SONAR decoder: the prediction at position t-1 is the
 decoder's cross-attention memory when teacher-forcing the tokens of sentence t. Generation decodes each prediction
@@ -93,11 +93,13 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
     def __init__(self, config: SonarLLMConfig):
         super().__init__(config)
         hidden = config.llama_config.hidden_size
-        self.in_proj = nn.Linear(config.embed_dim, hidden)  # reference `forward_proj.linear`
+        # The projections' names are unique on purpose: PEFT matches `modules_to_save` by suffix, and plain
+        # "in_proj"/"out_proj" would also catch every SONAR attention projection.
+        self.sentence_in_proj = nn.Linear(config.embed_dim, hidden)  # reference `forward_proj.linear`
         self.model = LlamaModel(config.llama_config)
-        # The reference's token embedding never gets a gradient: sentences enter through `in_proj`.
+        # The reference's token embedding never gets a gradient: sentences enter through `sentence_in_proj`.
         self.model.embed_tokens = None
-        self.out_proj = nn.Linear(hidden, config.embed_dim)  # reference `reverse_proj.linear`
+        self.sentence_out_proj = nn.Linear(hidden, config.embed_dim)  # reference `reverse_proj.linear`
         self.sonar_encoder = SonarTextEncoder(config.encoder_config)
         self.sonar_decoder = SonarTextDecoder(config.decoder_config)
         self.post_init()
@@ -122,10 +124,10 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
         return self
 
     def get_input_embeddings(self) -> nn.Module:
-        return self.in_proj
+        return self.sentence_in_proj
 
     def set_input_embeddings(self, value: nn.Module) -> None:
-        self.in_proj = value
+        self.sentence_in_proj = value
 
     def get_output_embeddings(self) -> None:
         return None  # no token vocabulary: outputs are embeddings
@@ -172,7 +174,7 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
         **kwargs,
     ) -> SonarLLMOutput:
         """Backbone pass only: predicted next-sentence embeddings (B, T, d), and the cache."""
-        hidden = self.in_proj(sentence_embeddings)  # (B, T, d) -> (B, T, H)
+        hidden = self.sentence_in_proj(sentence_embeddings)  # (B, T, d) -> (B, T, H)
         outputs = self.model(
             inputs_embeds=hidden,
             attention_mask=attention_mask,
@@ -181,7 +183,7 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
             use_cache=use_cache,
             **kwargs,
         )
-        predicted = self.out_proj(outputs.last_hidden_state)  # (B, T, H) -> (B, T, d)
+        predicted = self.sentence_out_proj(outputs.last_hidden_state)  # (B, T, H) -> (B, T, d)
         return SonarLLMOutput(predicted_embeddings=predicted, cache=outputs.cache, hidden_states=outputs.hidden_states)
 
     def forward(

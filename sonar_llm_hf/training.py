@@ -7,7 +7,8 @@ BACKBONE_LORA_TARGETS = r"model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(g
 SONAR_DECODER_LORA_TARGETS = (
     r"sonar_decoder\.decoder\.layers\.\d+\.((self_attn|encoder_attn)\.(q|k|v|out)_proj|fc1|fc2)"
 )
-PROJECTIONS = ["in_proj", "out_proj"]
+# Unique names: PEFT matches `modules_to_save` by suffix, and "out_proj" would also catch every SONAR attention.
+PROJECTIONS = ["sentence_in_proj", "sentence_out_proj"]
 
 
 def lora_config(r: int = 16, alpha: int = 32, dropout: float = 0.05, sonar_decoder: bool = False):

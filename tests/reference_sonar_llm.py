@@ -22,8 +22,8 @@ HF_EOS = 2
 
 def reference_backbone(model, embeddings: torch.Tensor) -> torch.Tensor:
     """`reverse_proj(llama(inputs_embeds=forward_proj(E)).hidden_states[-1])`, no attention mask."""
-    hidden = model.model(inputs_embeds=model.in_proj(embeddings), use_cache=False).last_hidden_state
-    return model.out_proj(hidden)
+    hidden = model.model(inputs_embeds=model.sentence_in_proj(embeddings), use_cache=False).last_hidden_state
+    return model.sentence_out_proj(hidden)
 
 
 def reference_loss(model, embeddings, documents, lang="eng_Latn", max_len=256, duplicate_final_eos=True):

@@ -149,7 +149,7 @@ def test_refusals(sonar_dir, reference_state, tmp_path):
     for change, message in (
         (lambda s: s.pop("llama_model.model.layers.1.mlp.up_proj.weight"), "model.layers.1.mlp.up_proj.weight"),
         (lambda s: s.__setitem__("llama_model.model.extra.weight", torch.zeros(2)), "llama_model.model.extra.weight"),
-        (lambda s: s.__setitem__("reverse_proj.linear.bias", torch.zeros(7)), "out_proj.bias"),
+        (lambda s: s.__setitem__("reverse_proj.linear.bias", torch.zeros(7)), "sentence_out_proj.bias"),
     ):
         state = dict(reference_state)
         change(state)

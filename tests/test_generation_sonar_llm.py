@@ -16,11 +16,11 @@ FAST = dict(max_length=12, max_new_sentences=3)
 
 
 def make_end_predictable(model, cosine_target=None):
-    """Make the backbone predict enc("End of sequence.") at every position (out_proj = constant)."""
+    """Make the backbone predict enc("End of sequence.") at every position (sentence_out_proj = constant)."""
     eos = model.sonar_encoder.encode([model.config.eos_sentence])[0]
     with torch.no_grad():
-        model.out_proj.weight.zero_()
-        model.out_proj.bias.copy_(eos)
+        model.sentence_out_proj.weight.zero_()
+        model.sentence_out_proj.bias.copy_(eos)
     return eos
 
 

@@ -42,8 +42,8 @@ def test_predicted_embeddings_equal_reference_llama_wrapper(sonar_llm):
     reference_llama = LlamaForCausalLM(reference_config).eval()
     missing, unexpected = reference_llama.model.load_state_dict(sonar_llm.model.state_dict(), strict=False)
     assert missing == ["embed_tokens.weight"] and unexpected == []
-    hidden = reference_llama(inputs_embeds=sonar_llm.in_proj(embeddings), output_hidden_states=True).hidden_states[-1]
-    reference = sonar_llm.out_proj(hidden)
+    hidden = reference_llama(inputs_embeds=sonar_llm.sentence_in_proj(embeddings), output_hidden_states=True).hidden_states[-1]
+    reference = sonar_llm.sentence_out_proj(hidden)
     # Right padding with a causal mask: real positions never see padding, so they match without a mask too.
     real = mask.bool()
     torch.testing.assert_close(ours[real], reference[real], rtol=0, atol=1e-6)
@@ -112,7 +112,7 @@ def test_gradients_reach_the_backbone_not_sonar(sonar_llm):
     assert not sonar_llm.sonar_decoder.training and not sonar_llm.sonar_encoder.training
     embeddings, mask, labels = batch_for(sonar_llm)
     sonar_llm(embeddings, mask, labels=labels).loss.backward()
-    assert sonar_llm.in_proj.weight.grad.abs().sum() > 0
+    assert sonar_llm.sentence_in_proj.weight.grad.abs().sum() > 0
     assert sonar_llm.model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
     assert all(p.grad is None and not p.requires_grad for p in sonar_llm.sonar_decoder.parameters())
     assert all(not p.requires_grad for p in sonar_llm.sonar_encoder.parameters())
@@ -156,7 +156,7 @@ def test_missing_sonar_weight_is_an_error_not_random_init(sonar_llm, tmp_path):
 def test_no_dead_token_vocabulary(sonar_llm):
     assert sonar_llm.model.embed_tokens is None
     assert not any("embed_tokens" in k and k.startswith("model.") for k in sonar_llm.state_dict())
-    assert sonar_llm.get_input_embeddings() is sonar_llm.in_proj
+    assert sonar_llm.get_input_embeddings() is sonar_llm.sentence_in_proj
 
 
 def test_full_size_presets_on_meta_device():
