@@ -107,6 +107,7 @@ def main(argv=None) -> int:
     trainer.log_metrics("train", result.metrics)
     if eval_set is not None:
         trainer.log_metrics("eval", trainer.evaluate())
+    trainer.save_state()  # trainer_state.json: the loss history
     if trainer.is_world_process_zero():
         final = model.merge_and_unload() if args.lora and args.merge_lora else model
         final.save_pretrained(training_args.output_dir)

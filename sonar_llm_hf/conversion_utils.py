@@ -1,16 +1,33 @@
 """Shared pieces of the checkpoint converters: safe loading, strict regex key mapping, atomic folder writing.
 
-Not remote code: only the conversion scripts and tests import it.
+Not remote code: only the conversion scripts and tests import it. Every failure is a `ConversionError` (a
+`ValueError`) whose message names what is wrong, so a CLI can print it and exit without a traceback.
+
+A converter is typically:
+
+```python
+state = load_checkpoint(path)                       # weights_only=True; code-carrying pickles are refused
+state = check_state_dict(state["model"], str(path))  # str -> Tensor, nothing else
+sources = {}
+converted = map_keys(state, ORIGINAL_TO_CONVERTED_KEY_MAPPING, "Encoder", sources=sources)
+with torch.device("meta"):
+    skeleton = Model(config)                        # no memory
+check_against_model(converted, skeleton, "Encoder", sources=sources)
+model = Model(config); model.load_state_dict(converted, strict=True)
+with atomic_output_dirs(out, ["encoder"]) as staging:
+    model.save_pretrained(staging["encoder"])       # moved to out/encoder only if the block succeeds
+```
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import pickle
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -18,14 +35,27 @@ import torch
 # fairseq2 orders the first four ids (<pad>, <unk>, <s>, </s>); HF NLLB orders them (<s>, <pad>, </s>, <unk>).
 # hf[[0, 1, 2, 3]] = fs2[[2, 0, 3, 1]]; every other row keeps its index.
 FS2_TO_HF_SPECIAL_ROWS = [2, 0, 3, 1]
+# The inverse: fs2[[0, 1, 2, 3]] = hf[[1, 3, 0, 2]].
+HF_TO_FS2_SPECIAL_ROWS = [1, 3, 0, 2]
+
+_SHOWN = 10  # how many offending keys an error message lists
 
 
 class ConversionError(ValueError):
     """A checkpoint that cannot be converted faithfully; the message names what is wrong."""
 
 
-def load_checkpoint(path, allowed_globals: list | None = None) -> dict:
-    """`torch.load(weights_only=True)`: tensors and plain containers only, never arbitrary code."""
+def _listing(keys: Sequence[str]) -> str:
+    keys = list(keys)
+    return ", ".join(keys[:_SHOWN]) + (f", … ({len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else "")
+
+
+def load_checkpoint(path, allowed_globals: list | None = None):
+    """`torch.load(weights_only=True)`: tensors and plain containers only, never arbitrary code.
+
+    `allowed_globals` extends the allow-list (e.g. numpy's RNG-state reconstructors) for known, harmless types.
+    A pickle that would import or call anything else is refused *before* anything in it runs.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"No checkpoint file at {path}.")
@@ -35,17 +65,44 @@ def load_checkpoint(path, allowed_globals: list | None = None) -> dict:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise ConversionError(
-            f"Refusing to load {path}: it is not a plain tensor checkpoint (weights_only=True rejected it, so it "
-            f"was not executed). Details: {str(error).splitlines()[0]}"
+            f"Refusing to load {path}: it is not a plain tensor checkpoint (weights_only=True rejected it, so it was "
+            f"not executed). Details: {_weights_only_detail(error)}"
         ) from error
-    except (RuntimeError, EOFError) as error:
-        raise ConversionError(f"Could not read {path} as a PyTorch checkpoint: {error}") from error
+    except Exception as error:  # torch.load raises KeyError, RuntimeError, EOFError, ... on files it cannot read
+        raise ConversionError(
+            f"Could not read {path} as a PyTorch checkpoint ({type(error).__name__}: {error})."
+        ) from error
 
 
-def permute_special_rows(weight: torch.Tensor) -> torch.Tensor:
-    """Reorder the four special-token rows of an embedding or LM head from fairseq2's order to HF NLLB's."""
+def _weights_only_detail(error: Exception) -> str:
+    """The informative line(s) of torch's long weights_only message (e.g. "unsupported GLOBAL posix.system")."""
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [line.strip() for line in str(error).splitlines()]
+    detail = [line for line in lines if line and not line.startswith(boilerplate)]
+    return " ".join(detail) or lines[0]
+
+
+def check_state_dict(state, what: str) -> dict[str, torch.Tensor]:
+    """`state` as a `dict[str, Tensor]`, or a `ConversionError` naming the entries that are not tensors."""
+    if not isinstance(state, Mapping):
+        raise ConversionError(f"{what}: expected a state dict (str -> tensor), found {type(state).__name__}.")
+    if not state:
+        raise ConversionError(f"{what}: the state dict is empty.")
+    bad = [f"{k!r} ({type(v).__name__})" for k, v in state.items() if not isinstance(k, str) or not torch.is_tensor(v)]
+    if bad:
+        raise ConversionError(f"{what}: {len(bad)} entr(y/ies) are not named tensors: {_listing(bad)}")
+    return dict(state)
+
+
+def permute_special_rows(weight: torch.Tensor, order: Sequence[int] = FS2_TO_HF_SPECIAL_ROWS) -> torch.Tensor:
+    """Reorder the four special-token rows of an embedding or LM head (default: fairseq2 -> HF NLLB order).
+
+    Returns a new tensor (`new[i] = weight[order[i]]` for i < 4, other rows unchanged). Works on meta tensors.
+    """
+    if weight.dim() != 2 or weight.shape[0] < len(order):
+        raise ConversionError(f"Cannot permute special-token rows of a tensor of shape {tuple(weight.shape)}.")
     weight = weight.clone()
-    weight[:4] = weight[FS2_TO_HF_SPECIAL_ROWS]
+    weight[: len(order)] = weight[list(order)]
     return weight
 
 
@@ -53,45 +110,71 @@ def map_keys(
     state_dict: Mapping[str, torch.Tensor],
     mapping: Mapping[str, str | None],
     what: str,
+    sources: dict[str, str] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Rename every key with the first matching regex of `mapping` (None drops it); refuse unmapped keys."""
-    converted, unmapped = {}, []
+    """Rename every key with the first fully matching regex of `mapping` (a `None` replacement drops the key).
+
+    Refuses keys no rule matches and two keys renamed to the same name. If `sources` is given it is filled with
+    `new_name -> original_name`, so later checks can name the key the user's file actually holds.
+    """
+    converted, unmapped, origin = {}, [], {}
+    collisions = []
     for key, tensor in state_dict.items():
         for pattern, replacement in mapping.items():
             if re.fullmatch(pattern, key):
                 if replacement is not None:
-                    converted[re.sub(f"^{pattern}$", replacement, key)] = tensor
+                    new = re.sub(f"^(?:{pattern})$", replacement, key)
+                    if new in converted:
+                        collisions.append(f"{origin[new]} and {key} -> {new}")
+                    converted[new], origin[new] = tensor, key
                 break
         else:
             unmapped.append(key)
     if unmapped:
-        shown = ", ".join(sorted(unmapped)[:10]) + (" …" if len(unmapped) > 10 else "")
-        raise ConversionError(f"{what}: {len(unmapped)} unexpected key(s) that no rule maps: {shown}")
+        raise ConversionError(f"{what}: {len(unmapped)} unexpected key(s) that no rule maps: {_listing(sorted(unmapped))}")
+    if collisions:
+        raise ConversionError(f"{what}: several keys map to one name: {_listing(collisions)}")
+    if sources is not None:
+        sources.update(origin)
     return converted
 
 
-def check_against_model(converted: Mapping[str, torch.Tensor], model: torch.nn.Module, what: str) -> None:
-    """Every model tensor present with its shape, nothing extra; names every offending key."""
+def check_against_model(
+    converted: Mapping[str, torch.Tensor],
+    model: torch.nn.Module,
+    what: str,
+    sources: Mapping[str, str] | None = None,
+) -> None:
+    """Every model tensor present with its shape, nothing extra; names every offending key.
+
+    `model` may live on the meta device (build it under `with torch.device("meta"):` to check full-size
+    checkpoints without memory). `sources` (from `map_keys`) adds the original name to each key shown.
+    """
+    sources = sources or {}
+
+    def name(key: str) -> str:
+        return f"{key} (from {sources[key]})" if key in sources and sources[key] != key else key
+
     expected = {k: v.shape for k, v in model.state_dict().items()}
     missing = sorted(set(expected) - set(converted))
     extra = sorted(set(converted) - set(expected))
     wrong = sorted(k for k in set(expected) & set(converted) if tuple(converted[k].shape) != tuple(expected[k]))
     problems = []
     if missing:
-        problems.append(f"missing {len(missing)}: {', '.join(missing[:10])}")
+        problems.append(f"missing {len(missing)}: {_listing(missing)}")
     if extra:
-        problems.append(f"unexpected {len(extra)}: {', '.join(extra[:10])}")
+        problems.append(f"unexpected {len(extra)}: {_listing([name(k) for k in extra])}")
     if wrong:
-        problems.append(
-            "mis-shaped: " + ", ".join(f"{k} {tuple(converted[k].shape)} != {tuple(expected[k])}" for k in wrong[:10])
-        )
+        shown = [f"{name(k)} {tuple(converted[k].shape)} != {tuple(expected[k])}" for k in wrong]
+        problems.append(f"mis-shaped {len(wrong)}: {_listing(shown)}")
     if problems:
         raise ConversionError(f"{what} does not match the architecture; " + "; ".join(problems))
 
 
-def parse_dtype(name: str | None) -> torch.dtype | None:
-    if name is None:
-        return None
+def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
+    """`"float32"`/`"bfloat16"`/`"float16"` (or `fp32`/`bf16`/`fp16`, or a `torch.dtype`) -> dtype; None stays None."""
+    if name is None or isinstance(name, torch.dtype):
+        return name
     dtypes = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
               "float16": torch.float16, "fp16": torch.float16}  # fmt: skip
     if name not in dtypes:
@@ -99,32 +182,141 @@ def parse_dtype(name: str | None) -> torch.dtype | None:
     return dtypes[name]
 
 
+def _make_parents(path: Path) -> Path | None:
+    """mkdir -p `path`; return the topmost folder this created (to remove on failure), or None."""
+    missing = None
+    for ancestor in [path, *path.parents]:
+        if ancestor.exists():
+            break
+        missing = ancestor
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConversionError(f"Cannot create the folder {path}: {error}") from error
+    return missing
+
+
+def _check_replaceable(target: Path, is_same_model: Callable[[Path], bool] | None) -> None:
+    if target.exists():
+        if not target.is_dir():
+            raise ConversionError(f"Output {target} exists and is not a folder.")
+        if any(target.iterdir()) and not (is_same_model and is_same_model(target)):
+            raise ConversionError(
+                f"Output folder {target} already holds other files (a different model?). Choose an empty or new folder."
+            )
+
+
 @contextlib.contextmanager
-def atomic_output_dir(output: Path, is_same_model: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+def atomic_output_dirs(
+    output,
+    names: Sequence[str],
+    is_same_model: Callable[[Path, str], bool] | None = None,
+) -> Iterator[dict[str, Path]]:
+    """Stage `output/<name>` for every name in temporary folders; move them all into place only if the block succeeds.
+
+    Yields `{name: staging folder}`. An existing `output/<name>` is replaced only when it is empty or
+    `is_same_model(path, name)` says it holds this model; otherwise nothing is written. On any failure the staging
+    folders, and `output` itself if this call created it, are removed: nothing half-written is left.
+    """
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise ConversionError(f"Output {output} exists and is not a folder.")
+    for name in names:
+        _check_replaceable(output / name, (lambda p, n=name: is_same_model(p, n)) if is_same_model else None)
+    created = _make_parents(output.parent)
+    staging_root = None
+    output_created = False
+    try:
+        try:
+            staging_root = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+        except OSError as error:
+            raise ConversionError(f"Cannot write next to the output folder {output}: {error}") from error
+        staging = {name: staging_root / name for name in names}
+        for folder in staging.values():
+            folder.mkdir()
+        yield staging
+        # Everything was written and verified: move it into place.
+        if not output.exists():
+            output.mkdir()
+            output_created = True
+        for name, folder in staging.items():
+            target = output / name
+            if target.exists():
+                target.rename(staging_root / f".old-{name}")
+            folder.rename(target)
+        created = None  # success: keep the folders this call created
+    except BaseException:
+        if output_created and output.exists():
+            for name in names:
+                if (output / name).exists():
+                    shutil.rmtree(output / name, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                output.rmdir()
+        raise
+    finally:
+        if staging_root is not None:
+            shutil.rmtree(staging_root, ignore_errors=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_output_dir(output, is_same_model: Callable[[Path], bool] | None = None) -> Iterator[Path]:
     """Write into a temporary sibling folder and move it into place only if everything succeeded.
 
     An existing `output` is replaced only when empty or when `is_same_model(output)` says it holds this model;
     otherwise the conversion is refused, so nothing a user had is overwritten and nothing half-written is left.
     """
     output = Path(output)
-    if output.exists():
-        if not output.is_dir():
-            raise ConversionError(f"Output {output} exists and is not a folder.")
-        if any(output.iterdir()) and not (is_same_model and is_same_model(output)):
-            raise ConversionError(
-                f"Output folder {output} already holds other files (a different model?). Choose an empty or new folder."
-            )
-    parent = output.parent
+    _check_replaceable(output, is_same_model)
+    created = _make_parents(output.parent)
+    staging = None
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=parent))
-    except OSError as error:
-        raise ConversionError(f"Cannot write the output folder {output}: {error}") from error
-    try:
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+        except OSError as error:
+            raise ConversionError(f"Cannot write the output folder {output}: {error}") from error
         yield staging
         if output.exists():
             shutil.rmtree(output)
         staging.rename(output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        staging, created = None, None
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+
+
+def folder_summary(folder) -> dict:
+    """Parameter count, dtypes and size of the safetensors weights in a saved model folder, plus its model_type.
+
+    Reads only the safetensors headers, so it is cheap for multi-GB folders. Tied weights are stored once by
+    `save_pretrained`, so `parameters` counts them once.
+    """
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ConversionError(f"{folder} holds no .safetensors weights.")
+    parameters, dtypes, size = 0, set(), 0
+    for file in files:
+        size += file.stat().st_size
+        with safe_open(file, framework="pt") as handle:
+            for key in handle.keys():
+                tensor = handle.get_slice(key)
+                count = 1
+                for dim in tensor.get_shape():
+                    count *= dim
+                parameters += count
+                dtypes.add(tensor.get_dtype())
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
+    return {
+        "model_type": config.get("model_type"),
+        "parameters": parameters,
+        "dtypes": sorted(dtypes),
+        "bytes": size,
+        "vocab_size": config.get("vocab_size"),
+        "d_model": config.get("d_model"),
+    }
