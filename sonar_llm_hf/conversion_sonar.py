@@ -15,8 +15,9 @@ import torch
 from .configuration_sonar_text import SonarTextDecoderConfig, SonarTextEncoderConfig
 from .conversion_utils import (
     ConversionError,
-    atomic_output_dir,
+    atomic_output_dirs,
     check_against_model,
+    check_state_dict,
     load_checkpoint,
     map_keys,
     parse_dtype,
@@ -51,16 +52,24 @@ DECODER_KEY_MAPPING = {
     r"decoder\.layer_norm\.(weight|bias)": r"decoder.layer_norm.\1",
 }  # fmt: skip
 
+# One table per checkpoint kind (STYLE.md: rename keys from a regex table, not inline).
+ORIGINAL_TO_CONVERTED_KEY_MAPPING = {"encoder": ENCODER_KEY_MAPPING, "decoder": DECODER_KEY_MAPPING}
+
+# Token tables whose four special rows are reordered fs2 -> HF (`permute_special_rows`).
 _PERMUTED = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight"}
 
 
 def unwrap_model_state(checkpoint, path) -> dict[str, torch.Tensor]:
+    """The fairseq2 state dict inside a published `{"model": state_dict}` file, checked to hold only tensors."""
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or not isinstance(checkpoint["model"], dict):
         keys = list(checkpoint)[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        hint = ""
+        if isinstance(checkpoint, dict) and "model_state_dict" in checkpoint:
+            hint = " It looks like a SONAR-LLM training checkpoint: use convert_sonar_llm_to_hf.py."
         raise ConversionError(
-            f"{path} is not a SONAR fairseq2 checkpoint: expected {{'model': state_dict}}, found {keys}."
+            f"{path} is not a SONAR fairseq2 checkpoint: expected {{'model': state_dict}}, found {keys}.{hint}"
         )
-    return checkpoint["model"]
+    return check_state_dict(checkpoint["model"], f"{path} ['model']")
 
 
 def _count_layers(keys, prefix: str) -> int:
@@ -70,73 +79,135 @@ def _count_layers(keys, prefix: str) -> int:
     return len(indices)
 
 
-def _require(state: dict, key: str, what: str) -> torch.Tensor:
+def _require(state: dict, key: str, what: str, ndim: int = 2) -> torch.Tensor:
     if key not in state:
-        raise ConversionError(f"{what} checkpoint lacks `{key}`; is it a SONAR text {what.lower()}?")
-    return state[key]
+        other = "decoder" if what == "Encoder" else "encoder"
+        hint = f" (it has `{other}_frontend.embed.weight`: a SONAR {other}?)" if f"{other}_frontend.embed.weight" in state else ""
+        raise ConversionError(f"{what} checkpoint lacks `{key}`; is it a SONAR text {what.lower()}?{hint}")
+    tensor = state[key]
+    if tensor.dim() != ndim:
+        raise ConversionError(f"{what} checkpoint: `{key}` has shape {tuple(tensor.shape)}; expected {ndim} dimensions.")
+    return tensor
+
+
+def _infer(state: dict, kind: str, num_heads: int) -> dict:
+    """vocab, width, depth and FFN size from the tensors; heads (invisible in the weights) from `num_heads`.
+
+    The width is read from the embedding and cross-checked with the final layer norm (and, for the decoder, the
+    vocabulary with `final_proj`), so a single odd tensor is named instead of making every other one look wrong.
+    """
+    what = kind.capitalize()
+    embed_key, ffn_key = f"{kind}_frontend.embed.weight", f"{kind}.layers.0.ffn.inner_proj.weight"
+    norm_key = "layer_norm.weight" if kind == "encoder" else "decoder.layer_norm.weight"
+    embed = _require(state, embed_key, what)
+    ffn = _require(state, ffn_key, what)
+    norm = _require(state, norm_key, what, ndim=1)
+    vocab, dim = embed.shape
+    if norm.shape[0] != dim:
+        raise ConversionError(
+            f"{what} checkpoint: `{embed_key}` {tuple(embed.shape)} has width {dim} but `{norm_key}` has "
+            f"{norm.shape[0]}; one of them is mis-shaped."
+        )
+    if kind == "decoder":
+        head = _require(state, "final_proj.weight", what)
+        if head.shape[0] != vocab:
+            raise ConversionError(
+                f"Decoder checkpoint: `{embed_key}` has {vocab} rows but `final_proj.weight` {head.shape[0]}; "
+                "SONAR ties them, so one of them is mis-shaped."
+            )
+    _check_heads(dim, num_heads)
+    layers = _count_layers(state, kind)
+    return {
+        "vocab_size": vocab, "d_model": dim, f"{kind}_layers": layers, f"{kind}_ffn_dim": ffn.shape[0],
+        "encoder_attention_heads": num_heads, "decoder_attention_heads": num_heads,
+        "_inferred": f"vocab {vocab} and width {dim} from `{embed_key}`, FFN {ffn.shape[0]} from `{ffn_key}`, "
+                     f"{layers} layers, {num_heads} heads (--num-heads)",
+    }  # fmt: skip
 
 
 def infer_encoder_config(state: dict, num_heads: int = 16) -> SonarTextEncoderConfig:
-    embed = _require(state, "encoder_frontend.embed.weight", "Encoder")
-    ffn = _require(state, "encoder.layers.0.ffn.inner_proj.weight", "Encoder")
-    vocab, dim = embed.shape
-    _check_heads(dim, num_heads)
-    return SonarTextEncoderConfig(
-        vocab_size=vocab, d_model=dim, encoder_layers=_count_layers(state, "encoder"), encoder_ffn_dim=ffn.shape[0],
-        encoder_attention_heads=num_heads, decoder_attention_heads=num_heads,
-    )  # fmt: skip
+    """The encoder's config from a fairseq2 state dict's shapes; heads from `num_heads`."""
+    values = _infer(state, "encoder", num_heads)
+    values.pop("_inferred")
+    return SonarTextEncoderConfig(**values)
 
 
 def infer_decoder_config(state: dict, num_heads: int = 16) -> SonarTextDecoderConfig:
-    embed = _require(state, "decoder_frontend.embed.weight", "Decoder")
-    ffn = _require(state, "decoder.layers.0.ffn.inner_proj.weight", "Decoder")
-    vocab, dim = embed.shape
-    _check_heads(dim, num_heads)
-    return SonarTextDecoderConfig(
-        vocab_size=vocab, d_model=dim, decoder_layers=_count_layers(state, "decoder"), decoder_ffn_dim=ffn.shape[0],
-        decoder_attention_heads=num_heads, encoder_attention_heads=num_heads,
-    )  # fmt: skip
+    """The decoder's config from a fairseq2 state dict's shapes; heads from `num_heads`."""
+    values = _infer(state, "decoder", num_heads)
+    values.pop("_inferred")
+    return SonarTextDecoderConfig(**values)
+
+
+def _check_against(cls, config, converted, state, kind, sources) -> None:
+    """Every key and shape against the architecture (on meta), saying what the config was inferred from."""
+    with torch.device("meta"):
+        skeleton = cls(config)
+    try:
+        check_against_model(converted, skeleton, f"{kind.capitalize()} checkpoint", sources)
+    except ConversionError as error:
+        raise ConversionError(
+            f"{error}. (Config inferred from the shapes: {_infer(state, kind, config.encoder_attention_heads)['_inferred']}.)"
+        ) from None
 
 
 def _check_heads(dim: int, num_heads: int) -> None:
-    if num_heads < 1 or dim % num_heads:
+    if not isinstance(num_heads, int) or num_heads < 1 or dim % num_heads:
         raise ConversionError(f"--num-heads {num_heads} does not divide the model width {dim}.")
 
 
-def convert_state(state: dict, mapping: dict, what: str) -> dict[str, torch.Tensor]:
-    converted = map_keys(state, mapping, what)
+def convert_state(
+    state: dict, mapping: dict, what: str, sources: dict[str, str] | None = None
+) -> dict[str, torch.Tensor]:
+    """Rename every key by `mapping` (refusing unmapped ones) and permute the special-token rows of token tables."""
+    converted = map_keys(state, mapping, what, sources=sources)
     return {k: permute_special_rows(v) if k in _PERMUTED else v for k, v in converted.items()}
 
 
-def build_encoder(state: dict, num_heads: int = 16, dtype: torch.dtype | None = None) -> SonarTextEncoder:
-    """A `SonarTextEncoder` holding a fairseq2 encoder state dict (strictly checked)."""
+def prepare_encoder(state: dict, num_heads: int = 16) -> tuple[SonarTextEncoderConfig, dict[str, torch.Tensor]]:
+    """Config and converted tensors of a fairseq2 encoder state dict, every key and shape checked.
+
+    Allocates no weights (the architecture is checked on the meta device), so it also runs on a full-size state
+    dict of meta tensors.
+    """
     config = infer_encoder_config(state, num_heads)
-    converted = convert_state(state, ENCODER_KEY_MAPPING, "Encoder")
-    return _load_strict(SonarTextEncoder, config, converted, "Encoder", dtype)
+    sources = {}
+    converted = convert_state(state, ENCODER_KEY_MAPPING, "Encoder", sources)
+    _check_against(SonarTextEncoder, config, converted, state, "encoder", sources)
+    return config, converted
 
 
-def build_decoder(state: dict, num_heads: int = 16, dtype: torch.dtype | None = None) -> SonarTextDecoder:
-    """A `SonarTextDecoder` holding a fairseq2 decoder state dict (strictly checked, head tied to the embedding)."""
+def prepare_decoder(state: dict, num_heads: int = 16) -> tuple[SonarTextDecoderConfig, dict[str, torch.Tensor]]:
+    """As `prepare_encoder`, and the LM head must equal the decoder embedding (SONAR ties them)."""
     config = infer_decoder_config(state, num_heads)
-    converted = convert_state(state, DECODER_KEY_MAPPING, "Decoder")
-    head = converted.get("lm_head.weight")
-    if head is not None and not torch.equal(head, converted.get("decoder.embed_tokens.weight", head)):
+    sources = {}
+    converted = convert_state(state, DECODER_KEY_MAPPING, "Decoder", sources)
+    _check_against(SonarTextDecoder, config, converted, state, "decoder", sources)
+    head, embed = converted["lm_head.weight"], converted["decoder.embed_tokens.weight"]
+    if head.device.type != "meta" and not torch.equal(head, embed):
         raise ConversionError(
             "Decoder `final_proj.weight` differs from `decoder_frontend.embed.weight`; SONAR ties them, so this "
             "checkpoint is not a SONAR text decoder (or was modified)."
         )
-    return _load_strict(SonarTextDecoder, config, converted, "Decoder", dtype)
+    return config, converted
 
 
-def _load_strict(cls, config, converted, what, dtype):
-    with torch.device("meta"):
-        skeleton = cls(config)
-    check_against_model(converted, skeleton, f"{what} checkpoint")
+def build_encoder(state: dict, num_heads: int = 16, dtype: torch.dtype | None = None) -> SonarTextEncoder:
+    """A `SonarTextEncoder` holding a fairseq2 encoder state dict (strictly checked). dtype: the checkpoint's."""
+    config, converted = prepare_encoder(state, num_heads)
+    return _materialize(SonarTextEncoder, config, converted, dtype or converted["encoder.embed_tokens.weight"].dtype)
+
+
+def build_decoder(state: dict, num_heads: int = 16, dtype: torch.dtype | None = None) -> SonarTextDecoder:
+    """A `SonarTextDecoder` holding a fairseq2 decoder state dict (strictly checked, head tied to the embedding)."""
+    config, converted = prepare_decoder(state, num_heads)
+    return _materialize(SonarTextDecoder, config, converted, dtype or converted["decoder.embed_tokens.weight"].dtype)
+
+
+def _materialize(cls, config, converted, dtype):
     model = cls(config)
     model.load_state_dict(converted, strict=True)
-    if dtype is not None:
-        model.to(dtype)
-    return model.eval()
+    return model.to(dtype).eval()
 
 
 def convert_sonar(
@@ -145,9 +216,14 @@ def convert_sonar(
     decoder_path=None,
     tokenizer_path=None,
     num_heads: int = 16,
-    dtype: str | None = None,
+    dtype: str | torch.dtype | None = None,
 ) -> dict[str, Path]:
-    """Convert the published checkpoints into `output/encoder` and `output/decoder`, verified by reloading."""
+    """Convert the published checkpoints into `output/encoder` and `output/decoder`, verified by reloading.
+
+    Either checkpoint may be given alone. `dtype` (float32/bfloat16/float16) casts the weights; by default they keep
+    the checkpoint's dtype. Both folders are written to a temporary sibling and moved into place only after every
+    folder reloaded and reproduced its model, so a failure leaves nothing behind. Returns `{"encoder": path, ...}`.
+    """
     from transformers import AutoModel
 
     from .tokenization_sonar import build_sonar_tokenizer
@@ -155,40 +231,65 @@ def convert_sonar(
     if encoder_path is None and decoder_path is None:
         raise ConversionError("Give --encoder, --decoder or both.")
     torch_dtype = parse_dtype(dtype)
-    tokenizer = build_sonar_tokenizer(tokenizer_path) if tokenizer_path else None
+    if tokenizer_path is not None and not Path(tokenizer_path).is_file():
+        raise ConversionError(f"No tokenizer file at {tokenizer_path}.")
+    tokenizer = _build_tokenizer(build_sonar_tokenizer, tokenizer_path) if tokenizer_path else None
     models = {}
     if encoder_path is not None:
-        models["encoder"] = build_encoder(unwrap_model_state(load_checkpoint(encoder_path), encoder_path), num_heads, torch_dtype)
+        state = unwrap_model_state(load_checkpoint(encoder_path), encoder_path)
+        models["encoder"] = build_encoder(state, num_heads, torch_dtype)
     if decoder_path is not None:
-        models["decoder"] = build_decoder(unwrap_model_state(load_checkpoint(decoder_path), decoder_path), num_heads, torch_dtype)
-    written = {}
+        state = unwrap_model_state(load_checkpoint(decoder_path), decoder_path)
+        models["decoder"] = build_decoder(state, num_heads, torch_dtype)
+    del state
+    if tokenizer is not None:
+        for model in models.values():
+            if len(tokenizer) > model.config.vocab_size:
+                raise ConversionError(
+                    f"The tokenizer has {len(tokenizer)} tokens but the model only {model.config.vocab_size} rows: "
+                    f"{tokenizer_path} does not belong to this checkpoint."
+                )
     output = Path(output)
-    for name, model in models.items():
-        target = output / name
-        with atomic_output_dir(target, is_same_model=lambda p, n=name: _holds_sonar(p, n)) as staging:
-            model.save_pretrained(staging)
+    with atomic_output_dirs(output, list(models), is_same_model=_holds_sonar) as staging:
+        for name, model in models.items():
+            model.save_pretrained(staging[name])
             if tokenizer is not None:
-                tokenizer.save_pretrained(staging)
-            _verify_reload(model, staging, AutoModel)
-        written[name] = target
-    return written
+                tokenizer.save_pretrained(staging[name])
+            _verify_reload(model, tokenizer, staging[name], AutoModel)
+    return {name: output / name for name in models}
+
+
+def _build_tokenizer(build, path):
+    try:
+        return build(path)
+    except Exception as error:  # sentencepiece / tokenizers raise RuntimeError, OSError, ... on a bad file
+        raise ConversionError(f"Could not read {path} as a SentencePiece model: {error}") from error
 
 
 def _holds_sonar(path: Path, name: str) -> bool:
     import json
 
     config = path / "config.json"
-    return config.exists() and json.loads(config.read_text()).get("model_type") == f"sonar_text_{name}"
+    try:
+        return config.exists() and json.loads(config.read_text()).get("model_type") == f"sonar_text_{name}"
+    except (OSError, ValueError):
+        return False
 
 
-def _verify_reload(model, folder: Path, auto_model) -> None:
+def _verify_reload(model, tokenizer, folder: Path, auto_model) -> None:
     """Reload the written folder and check it computes exactly what the converted model does."""
     reloaded = auto_model.from_pretrained(folder, dtype=model.dtype).eval()
+    if type(reloaded) is not type(model):
+        raise ConversionError(f"{folder} reloads as {type(reloaded).__name__}, not {type(model).__name__}.")
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(4, model.config.vocab_size, (2, 7), generator=generator)
     with torch.no_grad():
         if isinstance(model, SonarTextEncoder):
-            same = torch.equal(model(ids).pooler_output, reloaded(ids).pooler_output)
+            mask = torch.ones_like(ids)
+            mask[1, 4:] = 0  # one padded row exercises the masked pooling
+            same = torch.equal(
+                model(ids, attention_mask=mask).pooler_output, reloaded(ids, attention_mask=mask).pooler_output
+            )
         else:
             memory = torch.randn(2, model.config.d_model, generator=generator).to(model.dtype)
             same = torch.equal(
@@ -197,3 +298,10 @@ def _verify_reload(model, folder: Path, auto_model) -> None:
             )
     if not same:
         raise ConversionError(f"Reloading {folder} did not reproduce the converted model's outputs.")
+    if tokenizer is not None:
+        from transformers import AutoTokenizer
+
+        probe = ["Hello, my name is Paul.", "Le chat est sur le tapis."]
+        again = AutoTokenizer.from_pretrained(folder)
+        if again(probe)["input_ids"] != tokenizer(probe)["input_ids"] or len(again) != len(tokenizer):
+            raise ConversionError(f"The tokenizer saved in {folder} does not reload with the same ids.")

@@ -192,7 +192,7 @@ def _make_parents(path: Path) -> Path | None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ConversionError(f"Cannot create the folder {path}: {error}") from error
+        raise ConversionError(f"Cannot write into the folder {path}: {error}") from error
     return missing
 
 
