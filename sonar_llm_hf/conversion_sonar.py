@@ -144,7 +144,7 @@ def _check_against(cls, config, converted, state, kind, sources) -> None:
     with torch.device("meta"):
         skeleton = cls(config)
     try:
-        check_against_model(converted, skeleton, f"{kind.capitalize()} checkpoint", sources)
+        check_against_model(converted, skeleton, f"{kind.capitalize()} checkpoint", sources, ORIGINAL_TO_CONVERTED_KEY_MAPPING[kind])
     except ConversionError as error:
         raise ConversionError(
             f"{error}. (Config inferred from the shapes: {_infer(state, kind, config.encoder_attention_heads)['_inferred']}.)"

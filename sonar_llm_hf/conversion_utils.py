@@ -59,6 +59,11 @@ def load_checkpoint(path, allowed_globals: list | None = None):
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"No checkpoint file at {path}.")
+    with open(path, "rb") as handle:
+        magic = handle.read(2)
+    # torch.save writes a zip archive ("PK"); the legacy format and plain pickles (protocol >= 2) start with 0x80.
+    if not (magic == b"PK" or magic[:1] == b"\x80"):
+        raise ConversionError(f"Could not read {path} as a PyTorch checkpoint: it is neither a zip archive nor a pickle.")
     context = torch.serialization.safe_globals(allowed_globals) if allowed_globals else contextlib.nullcontext()
     try:
         with context:
@@ -139,18 +144,92 @@ def map_keys(
     return converted
 
 
+def _regex_parts(pattern: str) -> list | None:
+    """A simple regex as literal text and capture groups: `a\\.(\\d+)\\.b` -> ["a.", ("\\d+",), ".b"].
+
+    None when the pattern has regex syntax outside its groups (then it cannot be turned back into a key).
+    """
+    parts, literal, i = [], "", 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\" and i + 1 < len(pattern) and not pattern[i + 1].isalnum():
+            literal, i = literal + pattern[i + 1], i + 2
+        elif char == "(" and not pattern.startswith("(?", i):
+            depth, j = 1, i + 1
+            while j < len(pattern) and depth:
+                if pattern[j] == "\\":
+                    j += 2
+                    continue
+                depth += {"(": 1, ")": -1}.get(pattern[j], 0)
+                j += 1
+            if depth:
+                return None
+            parts += [literal, (pattern[i + 1 : j - 1],)]
+            literal, i = "", j
+        elif char in ".^$*+?{}[]|()\\":
+            return None
+        else:
+            literal, i = literal + char, i + 1
+    return [*parts, literal]
+
+
+def original_key(converted_key: str, mapping: Mapping[str, str | None]) -> str | None:
+    """The source key that `mapping` would rename to `converted_key` (best effort, verified), or None.
+
+    Lets an error about a *missing* converted key name the key the user's checkpoint lacks.
+    """
+    for pattern, replacement in mapping.items():
+        source_parts = _regex_parts(pattern)
+        if replacement is None or source_parts is None:
+            continue
+        groups = [part[0] for part in source_parts if isinstance(part, tuple)]
+        target, seen = "", set()
+        for index, piece in enumerate(re.split(r"\\(\d+)", replacement)):
+            if index % 2 == 0:
+                target += re.escape(piece)
+            elif int(piece) in seen:
+                target += f"(?P=g{piece})"
+            elif 1 <= int(piece) <= len(groups):
+                target += f"(?P<g{piece}>{groups[int(piece) - 1]})"
+                seen.add(int(piece))
+            else:
+                break
+        else:
+            match = re.fullmatch(target, converted_key)
+            if match is None or len(seen) != len(groups):
+                continue
+            values, number = [], 0
+            for part in source_parts:
+                if isinstance(part, tuple):
+                    number += 1
+                    values.append(match.group(f"g{number}"))
+                else:
+                    values.append(part)
+            candidate = "".join(values)
+            if re.fullmatch(pattern, candidate) and re.sub(f"^(?:{pattern})$", replacement, candidate) == converted_key:
+                return candidate
+    return None
+
+
 def check_against_model(
     converted: Mapping[str, torch.Tensor],
     model: torch.nn.Module,
     what: str,
     sources: Mapping[str, str] | None = None,
+    mapping: Mapping[str, str | None] | None = None,
 ) -> None:
     """Every model tensor present with its shape, nothing extra; names every offending key.
 
     `model` may live on the meta device (build it under `with torch.device("meta"):` to check full-size
-    checkpoints without memory). `sources` (from `map_keys`) adds the original name to each key shown.
+    checkpoints without memory). `sources` (from `map_keys`) adds the original name to each key shown, and
+    `mapping` lets missing keys be named by the source key that would have provided them.
     """
-    sources = sources or {}
+    sources = dict(sources or {})
+    if mapping is not None:
+        for key in set(model.state_dict()) - set(converted):
+            found = original_key(key, mapping)
+            if found is not None:
+                sources[key] = found
 
     def name(key: str) -> str:
         return f"{key} (from {sources[key]})" if key in sources and sources[key] != key else key
@@ -161,7 +240,7 @@ def check_against_model(
     wrong = sorted(k for k in set(expected) & set(converted) if tuple(converted[k].shape) != tuple(expected[k]))
     problems = []
     if missing:
-        problems.append(f"missing {len(missing)}: {_listing(missing)}")
+        problems.append(f"missing {len(missing)}: {_listing([name(k) for k in missing])}")
     if extra:
         problems.append(f"unexpected {len(extra)}: {_listing([name(k) for k in extra])}")
     if wrong:
@@ -320,3 +399,50 @@ def folder_summary(folder) -> dict:
         "vocab_size": config.get("vocab_size"),
         "d_model": config.get("d_model"),
     }
+
+
+def make_fs2_sonar_state_dict(
+    kind: str,
+    vocab: int = 50,
+    dim: int = 8,
+    layers: int = 2,
+    ffn: int = 16,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """A state dict with the exact keys and shapes of a fairseq2 SONAR text `kind` ("encoder"/"decoder") checkpoint.
+
+    Random normal values, or empty meta tensors with `device="meta"` (the real 24-layer, 256,206-token, d 1024,
+    FFN 8192 key/shape set then costs no memory). As in the published decoder, `final_proj.weight` *is* the
+    decoder embedding. Rows are in fairseq2 order. For converter tests and dry runs.
+    """
+    if kind not in ("encoder", "decoder"):
+        raise ValueError(f"kind must be 'encoder' or 'decoder', got {kind!r}.")
+    if torch.device(device or "cpu").type == "meta":
+
+        def make(*shape):
+            return torch.empty(*shape, device="meta", dtype=dtype)
+    else:
+
+        def make(*shape):
+            return torch.randn(*shape, generator=generator).to(device=device, dtype=dtype)
+
+    state = {f"{kind}_frontend.embed.weight": make(vocab, dim)}
+    attentions = ["self_attn"] + (["encoder_decoder_attn"] if kind == "decoder" else [])
+    for i in range(layers):
+        prefix = f"{kind}.layers.{i}."
+        for attn in attentions:
+            for proj in ("q_proj", "k_proj", "v_proj", "output_proj"):
+                state[f"{prefix}{attn}.{proj}.weight"] = make(dim, dim)
+                state[f"{prefix}{attn}.{proj}.bias"] = make(dim)
+            state[f"{prefix}{attn}_layer_norm.weight"], state[f"{prefix}{attn}_layer_norm.bias"] = make(dim), make(dim)
+        state[f"{prefix}ffn.inner_proj.weight"], state[f"{prefix}ffn.inner_proj.bias"] = make(ffn, dim), make(ffn)
+        state[f"{prefix}ffn.output_proj.weight"], state[f"{prefix}ffn.output_proj.bias"] = make(dim, ffn), make(dim)
+        state[f"{prefix}ffn_layer_norm.weight"], state[f"{prefix}ffn_layer_norm.bias"] = make(dim), make(dim)
+    if kind == "encoder":
+        state["layer_norm.weight"], state["layer_norm.bias"] = make(dim), make(dim)  # model-level final norm
+    else:
+        state["decoder.layer_norm.weight"], state["decoder.layer_norm.bias"] = make(dim), make(dim)
+        state["final_proj.weight"] = state["decoder_frontend.embed.weight"]  # tied
+    return state

@@ -37,7 +37,9 @@ def fairseq2_beam_search(
     if prompt_len >= max_seq_len:
         raise ValueError(f"`max_length` ({max_length}) must exceed the prompt length ({prompt_len}).")
     device = embeddings.device
-    blocked = torch.tensor(sorted(set(suppress_ids or []) | {config.pad_token_id}), device=device)
+    # fairseq2 never allows padding; we also block ids the tokenizer cannot decode. One additive mask, built once.
+    blocked = torch.zeros(config.vocab_size, dtype=torch.float32, device=device)
+    blocked[sorted(set(suppress_ids or []) | {config.pad_token_id})] = -torch.inf
 
     seqs = torch.zeros(num_inputs, max_seq_len, dtype=torch.long, device=device)
     seqs[:, :prompt_len] = prompt
@@ -66,7 +68,7 @@ def fairseq2_beam_search(
             lprobs = forced
         else:
             lprobs[:, unk] -= unk_penalty
-            lprobs[:, blocked] = -torch.inf
+            lprobs = lprobs + blocked
         # 3. per input: best 2 x beam candidates; `</s>` among the first `beam` ends a hypothesis
         keep_rows, keep_tokens, keep_scores, new_sizes = [], [], [], []
         offset = 0

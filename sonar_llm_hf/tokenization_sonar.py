@@ -7,8 +7,9 @@
 transformers 5 cannot build this from a `.model` file by itself (`NllbTokenizer(vocab_file=...)` ignores the file,
 and loading a SentencePiece folder drops the fairseq offset and the language codes), so `build_sonar_tokenizer`
 writes the vocabulary explicitly and returns a plain `NllbTokenizer`; saved folders reload with `AutoTokenizer`
-and need no remote code. Ids equal SentencePiece's (+1) on ordinary text; leading, trailing and repeated spaces are
-normalised as SentencePiece does.
+and need no remote code. Ids equal SentencePiece's (+1), as fairseq2's; leading, trailing and repeated spaces are
+normalised as SentencePiece does (by `encode_source`/`encode_target`, which strip texts: a reloaded NllbTokenizer
+called directly keeps a leading/trailing space as a "▁" piece).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ _SPECIALS = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
 
 def build_sonar_tokenizer(spm_path: str, model_max_length: int = 514):
     """An `NllbTokenizer` for a SONAR/NLLB SentencePiece BPE model (unk=0, bos=1, eos=2, no pad)."""
-    from tokenizers import Regex, normalizers
+    from tokenizers import normalizers
     from tokenizers.models import BPE
     from transformers import NllbTokenizer
     from transformers.convert_slow_tokenizer import SentencePieceExtractor
@@ -49,10 +50,11 @@ def build_sonar_tokenizer(spm_path: str, model_max_length: int = 514):
         legacy_behaviour=False,
         model_max_length=model_max_length,
     )
-    # SentencePiece also drops leading and trailing whitespace.
+    # SentencePiece also drops leading and trailing whitespace. (A reloaded NllbTokenizer rebuilds its normalizer
+    # without this step, so `encode_source`/`encode_target` strip texts themselves.)
     backend = tokenizer.backend_tokenizer
     steps = [backend.normalizer] if backend.normalizer is not None else []
-    backend.normalizer = normalizers.Sequence([*steps, normalizers.Replace(Regex(r" {2,}"), " "), normalizers.Strip()])
+    backend.normalizer = normalizers.Sequence([*steps, normalizers.Strip()])
     return tokenizer
 
 
