@@ -1,0 +1,31 @@
+"""The benchmark scripts run from a fresh install in their --quick modes and print their figures (no timing asserts)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+
+
+def run(script: str):
+    result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick"], capture_output=True, text=True,
+                            timeout=600, cwd=BENCHMARKS)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_bench_generate_quick():
+    stdout, results = run("bench_generate.py")
+    assert "| s / sentence |" in stdout
+    for key in ("speedup", "reference_sentences_per_s", "ours_sentences_per_s", "ours_share_sonar_decode",
+                "ours_share_sonar_encode", "floor_s_per_sentence", "gflop_per_sentence", "matmul_gflops"):  # fmt: skip
+        assert results[key] > 0, key
+
+
+def test_bench_train_quick():
+    stdout, rows = run("bench_train.py")
+    assert "| side | batch |" in stdout
+    reference, ours = [r for r in rows if r["side"] == "reference"][0], [r for r in rows if r["side"] == "ours"][0]
+    assert abs(reference["loss"] - ours["loss"]) < 1e-5  # same math: only memory and speed may differ
+    assert reference["target_tokens"] == ours["target_tokens"] and ours["peak_rss_gib"] > 0
