@@ -4,7 +4,7 @@ import warnings
 
 import pytest
 import torch
-from transformers import AutoModel
+from transformers import AutoModel, AutoTokenizer
 
 from sonar_llm_hf import SonarTextDecoder, SonarTextEncoder
 from sonar_llm_hf.modeling_sonar_text import masked_mean_pool
@@ -130,6 +130,8 @@ def test_save_and_auto_load(tiny_sonar_encoder, tiny_sonar_decoder, tmp_path):
         model.tokenizer.save_pretrained(folder)
         loaded = AutoModel.from_pretrained(folder)
         assert type(loaded) is cls
+        tokenizer = AutoTokenizer.from_pretrained(folder)  # no remote code needed with the package installed
+        assert tokenizer("Hello!")["input_ids"] == model.tokenizer("Hello!")["input_ids"]
         assert loaded.tokenizer is not None
         for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
             assert torch.equal(a, b), name
