@@ -1,9 +1,14 @@
 """fairseq2 SONAR text encoder/decoder checkpoints -> `SonarTextEncoder` / `SonarTextDecoder` folders.
 
 The published files (`sonar_text_encoder.pt`, `sonar_text_decoder.pt`) are `{"model": fairseq2 state dict}`. Keys
-are renamed by the regex tables below, the four special-token rows of the embeddings and LM head are permuted to the
-HF NLLB order, the config is inferred from tensor shapes (heads from an option), and the result is loaded strictly.
-"""
+are renamed by the regex tables `ORIGINAL_TO_CONVERTED_KEY_MAPPING` (REFERENCE.md §1.4), the four special-token rows
+of the embeddings and LM head are permuted to the HF NLLB order, the config is inferred from tensor shapes (heads
+from an option), and the result is loaded strictly.
+
+- `prepare_encoder` / `prepare_decoder`: config + converted tensors, every key and shape checked against the
+  architecture on the meta device (also runs on a full-size state dict of meta tensors).
+- `build_encoder` / `build_decoder`: the same, materialised as an eval-mode model.
+- `convert_sonar`: files in, verified folders out (the CLI is `conversion/convert_sonar_to_hf.py`)."""
 
 from __future__ import annotations
 
@@ -82,11 +87,15 @@ def _count_layers(keys, prefix: str) -> int:
 def _require(state: dict, key: str, what: str, ndim: int = 2) -> torch.Tensor:
     if key not in state:
         other = "decoder" if what == "Encoder" else "encoder"
-        hint = f" (it has `{other}_frontend.embed.weight`: a SONAR {other}?)" if f"{other}_frontend.embed.weight" in state else ""
+        hint = ""
+        if f"{other}_frontend.embed.weight" in state:
+            hint = f" (it has `{other}_frontend.embed.weight`: a SONAR {other}?)"
         raise ConversionError(f"{what} checkpoint lacks `{key}`; is it a SONAR text {what.lower()}?{hint}")
     tensor = state[key]
     if tensor.dim() != ndim:
-        raise ConversionError(f"{what} checkpoint: `{key}` has shape {tuple(tensor.shape)}; expected {ndim} dimensions.")
+        raise ConversionError(
+            f"{what} checkpoint: `{key}` has shape {tuple(tensor.shape)}; expected {ndim} dimensions."
+        )
     return tensor
 
 
@@ -144,11 +153,11 @@ def _check_against(cls, config, converted, state, kind, sources) -> None:
     with torch.device("meta"):
         skeleton = cls(config)
     try:
-        check_against_model(converted, skeleton, f"{kind.capitalize()} checkpoint", sources, ORIGINAL_TO_CONVERTED_KEY_MAPPING[kind])
+        mapping = ORIGINAL_TO_CONVERTED_KEY_MAPPING[kind]
+        check_against_model(converted, skeleton, f"{kind.capitalize()} checkpoint", sources, mapping)
     except ConversionError as error:
-        raise ConversionError(
-            f"{error}. (Config inferred from the shapes: {_infer(state, kind, config.encoder_attention_heads)['_inferred']}.)"
-        ) from None
+        inferred = _infer(state, kind, config.encoder_attention_heads)["_inferred"]
+        raise ConversionError(f"{error}. (Config inferred from the shapes: {inferred}.)") from None
 
 
 def _check_heads(dim: int, num_heads: int) -> None:

@@ -63,7 +63,9 @@ def load_checkpoint(path, allowed_globals: list | None = None):
         magic = handle.read(2)
     # torch.save writes a zip archive ("PK"); the legacy format and plain pickles (protocol >= 2) start with 0x80.
     if not (magic == b"PK" or magic[:1] == b"\x80"):
-        raise ConversionError(f"Could not read {path} as a PyTorch checkpoint: it is neither a zip archive nor a pickle.")
+        raise ConversionError(
+            f"Could not read {path} as a PyTorch checkpoint: it is neither a zip archive nor a pickle."
+        )
     context = torch.serialization.safe_globals(allowed_globals) if allowed_globals else contextlib.nullcontext()
     try:
         with context:
@@ -136,7 +138,9 @@ def map_keys(
         else:
             unmapped.append(key)
     if unmapped:
-        raise ConversionError(f"{what}: {len(unmapped)} unexpected key(s) that no rule maps: {_listing(sorted(unmapped))}")
+        raise ConversionError(
+            f"{what}: {len(unmapped)} unexpected key(s) that no rule maps: {_listing(sorted(unmapped))}"
+        )
     if collisions:
         raise ConversionError(f"{what}: several keys map to one name: {_listing(collisions)}")
     if sources is not None:
@@ -206,7 +210,8 @@ def original_key(converted_key: str, mapping: Mapping[str, str | None]) -> str |
                 else:
                     values.append(part)
             candidate = "".join(values)
-            if re.fullmatch(pattern, candidate) and re.sub(f"^(?:{pattern})$", replacement, candidate) == converted_key:
+            renamed = re.sub(f"^(?:{pattern})$", replacement, candidate)
+            if re.fullmatch(pattern, candidate) and renamed == converted_key:
                 return candidate
     return None
 
@@ -281,7 +286,8 @@ def _check_replaceable(target: Path, is_same_model: Callable[[Path], bool] | Non
             raise ConversionError(f"Output {target} exists and is not a folder.")
         if any(target.iterdir()) and not (is_same_model and is_same_model(target)):
             raise ConversionError(
-                f"Output folder {target} already holds other files (a different model?). Choose an empty or new folder."
+                f"Output folder {target} already holds other files (a different model?). "
+                "Choose an empty or new folder."
             )
 
 

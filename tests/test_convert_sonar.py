@@ -207,7 +207,7 @@ def test_non_sonar_files_are_refused_clearly(tmp_path):
     ]  # fmt: skip
     (tmp_path / "text.pt").write_text("not a checkpoint at all")
     (tmp_path / "empty.pt").write_bytes(b"")
-    cases += [(tmp_path / "text.pt", "decoder", "Could not read"), (tmp_path / "empty.pt", "decoder", "Could not read")]
+    cases += [(tmp_path / name, "decoder", "Could not read") for name in ("text.pt", "empty.pt")]
     for path, kind, message in cases:
         with pytest.raises(ConversionError, match=message):
             convert_sonar(out, **{f"{kind}_path": path}, num_heads=2)

@@ -159,7 +159,8 @@ def test_trust_remote_code_without_the_package_matches_the_package(converted, tm
     decoder = SonarTextDecoder.from_pretrained(converted / "decoder").eval()
     assert type(encoder).__module__.startswith("sonar_llm_hf")
     tokenizer = encoder.tokenizer
-    assert remote["special_ids"] == tokenizer.convert_tokens_to_ids(["<s>", "<pad>", "</s>", "<unk>", "eng_Latn", "fra_Latn"])
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "eng_Latn", "fra_Latn"]
+    assert remote["special_ids"] == tokenizer.convert_tokens_to_ids(specials)
     assert remote["source_ids"] == tokenizer(TEXTS)["input_ids"]
     with torch.no_grad():
         embeddings = encoder.encode(TEXTS, lang="eng_Latn")

@@ -64,7 +64,7 @@ def browser():
     driver.quit()
 
 
-def test_prompt_generate_and_stream(app_url, browser):
+def test_prompt_generate_and_stream(app_url, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -88,7 +88,7 @@ def test_prompt_generate_and_stream(app_url, browser):
     assert seen, "no sentence appeared"
     assert len(seen) >= 2, f"the continuation did not stream: {seen}"
     assert seen[-1].startswith(seen[0])
-    browser.save_screenshot(str(Path(app_url.split("//")[1].replace(":", "_").strip("/") + ".png").name))
+    browser.save_screenshot(str(tmp_path / "space_app.png"))
 
 
 def test_concurrent_requests_queue(app_url):
