@@ -91,31 +91,3 @@ print(json.dumps({{"module": type(model).__module__, "sentences": out.sentences,
     expected = sonar_llm(embeddings[None]).predicted_embeddings
     torch.testing.assert_close(torch.tensor(remote["predicted"]), expected, rtol=0, atol=1e-6)
 
-
-def test_converted_sonar_folders_load_as_remote_code(tmp_path):
-    """`convert_sonar_to_hf.py` output works with `trust_remote_code` where the package is not installed."""
-    from sonar_llm_hf.conversion_sonar import convert_sonar
-
-    reference = Path(__file__).parent / "fixtures" / "reference"
-    folder = tmp_path / "sonar"
-    convert_sonar(folder, reference / "a" / "encoder.pt", reference / "a" / "decoder.pt", reference / "spm.model",
-                  num_heads=4)  # fmt: skip
-    code = f"""
-import json
-from transformers import AutoModel, AutoTokenizer
-encoder = AutoModel.from_pretrained({str(folder / "encoder")!r}, trust_remote_code=True)
-decoder = AutoModel.from_pretrained({str(folder / "decoder")!r}, trust_remote_code=True)
-tokenizer = AutoTokenizer.from_pretrained({str(folder / "encoder")!r}, trust_remote_code=True)
-embeddings = encoder.encode(["The cat sat on the mat."])
-print(json.dumps({{"module": type(encoder).__module__, "tokenizer": type(tokenizer).__name__,
-                   "embedding": embeddings[0].tolist(), "text": decoder.decode(embeddings, max_length=20)}}))
-"""
-    remote = run_without_package(code, tmp_path)
-    from sonar_llm_hf import SonarTextDecoder, SonarTextEncoder
-
-    encoder = SonarTextEncoder.from_pretrained(folder / "encoder")
-    decoder = SonarTextDecoder.from_pretrained(folder / "decoder")
-    embeddings = encoder.encode(["The cat sat on the mat."])
-    assert remote["module"].startswith("transformers_modules") and remote["tokenizer"] == "NllbTokenizer"
-    torch.testing.assert_close(torch.tensor(remote["embedding"]), embeddings[0], rtol=0, atol=1e-6)
-    assert remote["text"] == decoder.decode(embeddings, max_length=20)
