@@ -1,0 +1,293 @@
+"""Sentence-level generation for SONAR-LLM.
+
+The reference loop (`generate.py` of FusionBrainLab/SONAR-LLM) handles one prompt at a time and recomputes the whole
+backbone every sentence. This one keeps the backbone's KV cache across sentence steps, batches many prompts of
+different lengths (left padding, positions from the mask), decodes and re-encodes all active documents in one SONAR
+call per step, and stops each document on its own. Its defaults reproduce the reference:
+
+1. embed the prompt sentences (plus "Begin of text." when the model was trained with it)
+2. predict the next embedding from the last position
+3. decode it with SONAR beam search (beam 5, 256 positions)
+4. re-encode the decoded sentence; stop when its cosine to enc("End of sequence.") is >= 0.98
+5. otherwise feed the re-encoded embedding back, while the document holds at most `max_sentences` sentences
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from dataclasses import dataclass, field
+
+import torch
+from transformers.generation.streamers import BaseStreamer
+
+from .splitting_sonar_llm import split_sentences
+from .tokenization_sonar import check_language, encode_source
+
+# Every option of `SonarLLMForCausalSentenceModeling.generate`, with the reference loop's values. They are stored in
+# the model's `GenerationConfig` (unknown keys round-trip through generation_config.json).
+DEFAULT_SENTENCE_GENERATION = dict(
+    max_sentences=32,  # continue while the document holds <= 32 sentences (the reference's `while len(sents) <= 32`)
+    max_new_sentences=None,  # optional cap on generated sentences per document
+    eos_threshold=0.98,  # cosine to the end sentence's embedding that ends a document
+    eos_check="reencoded",  # "reencoded" (reference) or "predicted": which embedding is compared to the end sentence
+    feedback="reencoded",  # "reencoded" (reference) or "predicted": which embedding is fed back to the backbone
+    num_beams=5,  # SONAR decoder beam size
+    max_length=256,  # SONAR decoder positions per sentence, the `[</s>, lang]` prompt included
+    do_sample=False,  # sample in the SONAR decoder instead of beam search
+    temperature=1.0,
+    top_p=1.0,
+    top_k=None,
+    prompt_lang=None,  # defaults to config.default_lang
+    target_lang=None,  # defaults to the prompt language: prompt in French, continue in German
+    add_begin=None,  # defaults to config.add_begin
+    seed=None,  # seeds sampling, without touching the global RNG
+    batch_size=64,  # documents decoded / re-encoded per SONAR call
+    use_cache=True,  # the backbone's KV cache across sentence steps
+)
+
+
+@dataclass
+class SonarLLMGenerateOutput:
+    """What `generate` returns, one entry per prompt.
+
+    Attributes:
+        sentences: the generated sentences.
+        texts: the generated sentences joined with spaces.
+        embeddings: the embeddings fed back after each generated sentence, (n_i, d).
+        predicted_embeddings: the backbone's raw predictions, (n_i, d).
+        prompt_sentences: the prompt's sentences (empty for embedding prompts).
+        full_texts: prompt and continuation joined, as the reference prints them.
+        finished: whether the document ended on the end sentence (False: it hit a length limit).
+    """
+
+    sentences: list[list[str]] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    embeddings: list[torch.Tensor] = field(default_factory=list)
+    predicted_embeddings: list[torch.Tensor] = field(default_factory=list)
+    prompt_sentences: list[list[str]] = field(default_factory=list)
+    full_texts: list[str] = field(default_factory=list)
+    finished: list[bool] = field(default_factory=list)
+
+
+class SentenceStreamer(BaseStreamer):
+    """Receives sentences as they are produced: `put([(prompt_index, sentence), ...])` once per step, then `end()`."""
+
+    def put(self, value: list[tuple[int, str]]) -> None:
+        raise NotImplementedError
+
+    def end(self) -> None:
+        pass
+
+
+class PrintSentenceStreamer(SentenceStreamer):
+    """Prints each sentence as soon as it is decoded (prefixed by its prompt index when there are several)."""
+
+    def __init__(self, num_prompts: int = 1, stream=None):
+        self.num_prompts = num_prompts
+        self.stream = stream or sys.stdout
+
+    def put(self, value: list[tuple[int, str]]) -> None:
+        for index, sentence in value:
+            prefix = f"[{index}] " if self.num_prompts > 1 else ""
+            print(prefix + sentence, file=self.stream, flush=True)
+
+    def end(self) -> None:
+        self.stream.flush()
+
+
+def _normalise_prompts(prompts, lang: str, dim: int):
+    """-> (sentence lists or None, embedding tensors or None)."""
+    if prompts is None:
+        raise ValueError("Pass `prompts`: a string, a list of strings, a list of sentence lists, or embeddings.")
+    if isinstance(prompts, torch.Tensor):
+        if prompts.dim() == 2:
+            prompts = prompts.unsqueeze(0)
+        if prompts.dim() != 3:
+            raise ValueError(f"Embedding prompts must have shape (B, T, {dim}) or (T, {dim}), got {tuple(prompts.shape)}.")
+        prompts = list(prompts)
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not isinstance(prompts, (list, tuple)) or len(prompts) == 0:
+        raise ValueError("`prompts` is empty: give at least one prompt.")
+    if all(isinstance(p, torch.Tensor) for p in prompts):
+        for i, p in enumerate(prompts):
+            if p.dim() != 2 or p.shape[0] == 0:
+                raise ValueError(f"Embedding prompt {i} must have shape (T, {dim}) with T >= 1, got {tuple(p.shape)}.")
+        return None, list(prompts)
+    documents = []
+    for i, prompt in enumerate(prompts):
+        if isinstance(prompt, str):
+            sentences = split_sentences(prompt, lang)
+        elif isinstance(prompt, (list, tuple)) and all(isinstance(s, str) for s in prompt):
+            sentences = [s.strip() for s in prompt if s.strip()]
+        else:
+            raise TypeError(f"Prompt {i} must be a string or a list of sentences, got {type(prompt).__name__}.")
+        if not sentences:
+            raise ValueError(f"Prompt {i} is empty: it holds no sentence to continue.")
+        documents.append(sentences)
+    return documents, None
+
+
+def _embed_texts(model, texts: list[str], lang: str, batch_size: int) -> torch.Tensor:
+    """Batched SONAR encoding that, like the reference, also accepts an empty decoded sentence."""
+    tokenizer = model.tokenizer
+    lang_id = tokenizer.convert_tokens_to_ids(lang)
+    eos_id = model.sonar_encoder.config.eos_token_id
+    non_empty = [i for i, t in enumerate(texts) if t.strip()]
+    ids = [[lang_id, eos_id] for _ in texts]
+    if non_empty:
+        encoded = encode_source(tokenizer, [texts[i] for i in non_empty], lang, model.sonar_encoder.config.max_position_embeddings)
+        for i, row in zip(non_empty, encoded):
+            ids[i] = row
+    return model.sonar_encoder.encode_token_ids(ids, batch_size=batch_size, progress_bar=False)
+
+
+def _eos_embedding(model, lang: str, batch_size: int) -> torch.Tensor:
+    """enc(eos_sentence), computed once per language and model."""
+    cache = model.__dict__.setdefault("_eos_embedding_cache", {})
+    if lang not in cache:
+        cache[lang] = _embed_texts(model, [model.config.eos_sentence], lang, batch_size)[0]
+    return cache[lang]
+
+
+def _left_pad(sequences: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ragged (T_i, d) -> (B, T, d) left-padded with zeros, and the (B, T) mask."""
+    width = max(s.shape[0] for s in sequences)
+    batch = sequences[0].new_zeros(len(sequences), width, sequences[0].shape[-1])
+    mask = torch.zeros(len(sequences), width, dtype=torch.long, device=batch.device)
+    for row, seq in enumerate(sequences):
+        batch[row, width - seq.shape[0] :] = seq
+        mask[row, width - seq.shape[0] :] = 1
+    return batch, mask
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Each document counts its positions from its own first sentence, whatever its padding."""
+    return (mask.cumsum(dim=-1) - 1).clamp(min=0)
+
+
+@torch.no_grad()
+def generate_sentences(model, prompts, streamer: SentenceStreamer | None = None, **options) -> SonarLLMGenerateOutput:
+    config = model.config
+    if not -1.0 <= float(options["eos_threshold"]) <= 1.0:
+        raise ValueError(f"`eos_threshold` is a cosine and must lie in [-1, 1], got {options['eos_threshold']}.")
+    for name, allowed in (("eos_check", ("reencoded", "predicted")), ("feedback", ("reencoded", "predicted"))):
+        if options[name] not in allowed:
+            raise ValueError(f"`{name}` must be one of {allowed}, got {options[name]!r}.")
+    prompt_lang = check_language(options["prompt_lang"] or config.default_lang)
+    target_lang = check_language(options["target_lang"] or prompt_lang)
+    add_begin = config.add_begin if options["add_begin"] is None else options["add_begin"]
+    batch_size = options["batch_size"]
+    device, dtype = model.device, model.dtype
+    if model.tokenizer is None:
+        raise ValueError("This model has no SONAR tokenizer; load it from a converted folder or set `model.tokenizer`.")
+
+    # 1. embed the prompt sentences
+    documents, embedded = _normalise_prompts(prompts, prompt_lang, config.embed_dim)
+    if documents is not None:
+        if add_begin:
+            documents = [[config.begin_sentence, *doc] for doc in documents]
+        flat = [s for doc in documents for s in doc]
+        flat_embeddings = _embed_texts(model, flat, prompt_lang, batch_size)
+        embedded = list(torch.split(flat_embeddings, [len(doc) for doc in documents]))
+    embedded = [e.to(device=device, dtype=dtype) for e in embedded]
+    for i, e in enumerate(embedded):
+        model._check_inputs(e.unsqueeze(0), None, None)
+        if e.shape[0] > config.llama_config.max_position_embeddings:
+            raise ValueError(f"Prompt {i} has {e.shape[0]} sentences, more than the backbone's positions.")
+    num_docs = len(embedded)
+    lengths = [e.shape[0] for e in embedded]
+    eos = _eos_embedding(model, target_lang, batch_size).to(device=device, dtype=torch.float32)
+
+    output = SonarLLMGenerateOutput(
+        prompt_sentences=[list(doc) for doc in documents] if documents is not None else [[] for _ in embedded],
+        sentences=[[] for _ in embedded],
+        embeddings=[[] for _ in embedded],
+        predicted_embeddings=[[] for _ in embedded],
+        finished=[False] * num_docs,
+    )
+    active = [n <= options["max_sentences"] for n in lengths]
+
+    decode_settings = dict(
+        lang=target_lang,
+        num_beams=1 if options["do_sample"] else options["num_beams"],
+        max_length=options["max_length"],
+        batch_size=batch_size,
+        do_sample=options["do_sample"],
+    )
+    if options["do_sample"]:
+        decode_settings.update(temperature=options["temperature"], top_p=options["top_p"], top_k=options["top_k"])
+
+    rng = torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]) if options["seed"] is not None else contextlib.nullcontext()
+    with rng:
+        if options["seed"] is not None:
+            torch.manual_seed(options["seed"])
+        # 2. run the prompts through the backbone once, keeping the cache
+        sequence, mask = _left_pad(embedded)
+        step = model.predict_next(sequence, mask, position_ids=_positions(mask), use_cache=options["use_cache"])
+        cache, predictions = step.cache, step.predicted_embeddings[:, -1]  # (B, d)
+
+        new_counts = [0] * num_docs
+        while any(active):
+            rows = [i for i in range(num_docs) if active[i]]
+            # 3. decode every active document's prediction in one SONAR call
+            predicted = predictions[rows]  # (n, d)
+            texts = model.sonar_decoder.decode(predicted, tokenizer=model.tokenizer, **decode_settings)
+            reencoded = None
+            if "reencoded" in (options["eos_check"], options["feedback"]):
+                reencoded = _embed_texts(model, texts, target_lang, batch_size).to(dtype)
+            # 4. stop documents whose sentence is the end sentence
+            checked = reencoded if options["eos_check"] == "reencoded" else predicted
+            cosine = torch.nn.functional.cosine_similarity(checked.float(), eos.unsqueeze(0), dim=-1)  # (n,)
+            is_end = (cosine >= options["eos_threshold"]).tolist()
+            fed = reencoded if options["feedback"] == "reencoded" else predicted
+            next_inputs = sequence.new_zeros(num_docs, 1, config.embed_dim)
+            next_mask = torch.zeros(num_docs, 1, dtype=mask.dtype, device=device)
+            streamed = []
+            for j, i in enumerate(rows):
+                if is_end[j]:
+                    active[i], output.finished[i] = False, True
+                    continue
+                output.sentences[i].append(texts[j])
+                output.embeddings[i].append(fed[j])
+                output.predicted_embeddings[i].append(predicted[j])
+                streamed.append((i, texts[j]))
+                lengths[i] += 1
+                new_counts[i] += 1
+                next_inputs[i, 0], next_mask[i, 0] = fed[j], 1
+                cap = options["max_new_sentences"]
+                if lengths[i] > options["max_sentences"] or (cap is not None and new_counts[i] >= cap):
+                    active[i] = False
+            if streamer is not None and streamed:
+                streamer.put(streamed)
+            if not any(active):
+                break
+            # 5. feed the new sentences back (one cached backbone step, or a full recompute without the cache)
+            mask = torch.cat([mask, next_mask], dim=1)
+            if options["use_cache"]:
+                positions = _positions(mask)[:, -1:]
+                step = model.predict_next(next_inputs, mask, position_ids=positions, cache=cache, use_cache=True)
+                cache = step.cache
+            else:
+                sequence = torch.cat([sequence, next_inputs], dim=1)
+                step = model.predict_next(sequence, mask, position_ids=_positions(mask), use_cache=False)
+            predictions = step.predicted_embeddings[:, -1]
+    if streamer is not None:
+        streamer.end()
+
+    empty = torch.empty(0, config.embed_dim, device=device, dtype=dtype)
+    output.embeddings = [torch.stack(e) if e else empty for e in output.embeddings]
+    output.predicted_embeddings = [torch.stack(e) if e else empty for e in output.predicted_embeddings]
+    output.texts = [" ".join(s) for s in output.sentences]
+    output.full_texts = [" ".join([*p, *s]) for p, s in zip(output.prompt_sentences, output.sentences)]
+    return output
+
+
+__all__ = [
+    "DEFAULT_SENTENCE_GENERATION",
+    "SonarLLMGenerateOutput",
+    "SentenceStreamer",
+    "PrintSentenceStreamer",
+    "generate_sentences",
+]

@@ -1,0 +1,472 @@
+"""SONAR text encoder and decoder as transformers models.
+
+SONAR (Meta, arXiv 2308.11466) maps a sentence in any of 202 languages to one 1024-d vector and back. Its text
+halves are exactly NLLB-200's M2M100 encoder and decoder, so both classes here are thin wrappers around
+transformers' `M2M100Encoder` / `M2M100Decoder`:
+
+- `SonarTextEncoder`: M2M100 encoder + masked mean pooling -> `pooler_output` (N, d).
+- `SonarTextDecoder`: M2M100 decoder + LM head tied to the decoder embedding, cross-attending to a length-1 memory
+  (the sentence embedding). It is a `GenerationMixin` model whose "encoder" is the identity on embeddings, so
+  transformers' `generate` (greedy, beam, sampling, KV cache) works unchanged.
+
+Token ids follow the HF NLLB layout (`<s>`=0, `<pad>`=1, `</s>`=2, `<unk>`=3); fairseq2 checkpoints are permuted on
+conversion (see `conversion/convert_sonar_to_hf.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers import GenerationMixin
+from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling, Seq2SeqLMOutput
+from transformers.models.m2m_100.modeling_m2m_100 import (
+    M2M100Decoder,
+    M2M100Encoder,
+    M2M100PreTrainedModel,
+    shift_tokens_right,
+)
+from transformers.utils import logging
+
+from .configuration_sonar_text import SonarTextDecoderConfig, SonarTextEncoderConfig
+from .generation_sonar_text import fairseq2_beam_search
+from .tokenization_sonar import (
+    check_language,
+    decode_ids,
+    encode_source,
+    suppressed_token_ids,
+    validate_texts,
+)
+
+logger = logging.get_logger(__name__)
+
+# fairseq2's pooler divides by the sequence length plus this epsilon (sonar `EncoderOutputPooler`).
+_POOLING_EPS = 1e-7
+
+
+def masked_mean_pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over real tokens, the language token and `</s>` included, computed as fairseq2 does."""
+    if attention_mask is None:
+        attention_mask = hidden_states.new_ones(hidden_states.shape[:2])
+    mask = attention_mask.to(hidden_states.dtype).unsqueeze(-1)  # (N, T, 1)
+    summed = (hidden_states * mask).sum(dim=1)  # (N, d)
+    lengths = mask.sum(dim=1)  # (N, 1)
+    return summed * (1.0 / (lengths + _POOLING_EPS))
+
+
+def check_sentence_embeddings(embeddings: torch.Tensor, dim: int, name: str = "sentence_embeddings") -> None:
+    """Refuse embeddings that would silently produce garbage: wrong width, non-float, NaN or inf."""
+    if not isinstance(embeddings, torch.Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(embeddings).__name__}.")
+    if not embeddings.is_floating_point():
+        raise TypeError(f"`{name}` must be a floating-point tensor, got dtype {embeddings.dtype}.")
+    if embeddings.shape[-1] != dim:
+        raise ValueError(
+            f"`{name}` has width {embeddings.shape[-1]} but this model expects {dim} "
+            f"(shape {tuple(embeddings.shape)}). Pass SONAR embeddings of size {dim}."
+        )
+    if embeddings.device.type != "meta" and not torch.isfinite(embeddings).all():
+        raise ValueError(f"`{name}` contains NaN or inf values; SONAR cannot decode them.")
+
+
+def chunked_token_cross_entropy(
+    hidden_states: torch.Tensor,
+    lm_head_weight: torch.Tensor,
+    labels: torch.Tensor,
+    chunk_size: int = 4096,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed token cross-entropy and target count without materialising (tokens, vocab) logits.
+
+    SONAR's vocabulary has 256,206 rows, so full logits for a training batch take gigabytes. Each chunk of rows is
+    projected, scored and discarded; under autograd the chunk is recomputed in backward (activation checkpointing),
+    so peak memory holds one chunk of logits. Rows whose label is -100 are skipped entirely.
+    """
+    hidden_states = hidden_states.reshape(-1, hidden_states.shape[-1])  # (N*L, d)
+    labels = labels.reshape(-1)  # (N*L,)
+    keep = labels != -100
+    hidden_states, labels = hidden_states[keep], labels[keep]
+    count = keep.sum()
+    total = hidden_states.new_zeros((), dtype=torch.float32)
+
+    def chunk_loss(h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits = nn.functional.linear(h, lm_head_weight).float()  # (chunk, V)
+        return nn.functional.cross_entropy(logits, y, reduction="sum")
+
+    needs_grad = torch.is_grad_enabled() and (hidden_states.requires_grad or lm_head_weight.requires_grad)
+    for start in range(0, labels.shape[0], chunk_size):
+        h, y = hidden_states[start : start + chunk_size], labels[start : start + chunk_size]
+        if needs_grad:
+            total = total + checkpoint(chunk_loss, h, y, use_reentrant=False)
+        else:
+            total = total + chunk_loss(h, y)
+    return total, count
+
+
+def load_tokenizer_beside(config):
+    """The tokenizer saved in the folder a model was loaded from, or None (with a warning if it fails)."""
+    source = getattr(config, "_name_or_path", "")
+    if not source:
+        return None
+    # SONAR folders always hold an NllbTokenizer; naming the class avoids AutoTokenizer reading the folder's
+    # config.json, which would ask for trust_remote_code a second time.
+    from transformers import NllbTokenizer
+
+    try:
+        return NllbTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        logger.warning(f"Could not load a tokenizer from {source!r}: {error}")
+        return None
+
+
+class SonarTextPreTrainedModel(M2M100PreTrainedModel):
+    """Shares M2M100's weight init (which also rebuilds the sinusoidal position tables after meta-device init)."""
+
+    base_model_prefix = ""
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["M2M100EncoderLayer", "M2M100DecoderLayer"]
+
+    def _tokenizer_or_raise(self, tokenizer):
+        tokenizer = tokenizer if tokenizer is not None else self.tokenizer
+        if tokenizer is None:
+            raise ValueError(
+                "This model has no tokenizer: it was not loaded from a folder holding one. Pass `tokenizer=` or set "
+                "`model.tokenizer = AutoTokenizer.from_pretrained(folder)`."
+            )
+        return tokenizer
+
+    @property
+    def tokenizer(self):
+        """The tokenizer saved beside the weights, loaded on first use."""
+        if getattr(self, "_tokenizer", None) is None:
+            self._tokenizer = load_tokenizer_beside(self.config)
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, value):
+        self._tokenizer = value
+
+
+class SonarTextEncoder(SonarTextPreTrainedModel):
+    r"""
+    SONAR text encoder: `model(input_ids, attention_mask).pooler_output` is the (N, d) sentence embedding.
+
+    Example:
+
+    ```python
+    >>> from sonar_llm_hf import SonarTextEncoder
+    >>> encoder = SonarTextEncoder.from_pretrained("path/to/sonar/encoder")
+    >>> embeddings = encoder.encode(["My name is SONAR."], lang="eng_Latn")  # (1, 1024)
+    ```
+    """
+
+    config_class = SonarTextEncoderConfig
+    main_input_name = "input_ids"
+
+    def __init__(self, config: SonarTextEncoderConfig):
+        super().__init__(config)
+        self.encoder = M2M100Encoder(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.encoder.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.encoder.embed_tokens = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        if input_ids is not None and input_ids.shape[-1] > self.config.max_position_embeddings:
+            raise ValueError(
+                f"Input has {input_ids.shape[-1]} tokens but SONAR encodes at most "
+                f"{self.config.max_position_embeddings}; truncate it (keeping `</s>`) or split the text."
+            )
+        outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs)
+        pooled = masked_mean_pool(outputs.last_hidden_state, attention_mask)  # (N, T, d) -> (N, d)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=outputs.last_hidden_state,
+            pooler_output=pooled,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    @torch.no_grad()
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        lang: str = "eng_Latn",
+        batch_size: int = 32,
+        tokenizer=None,
+        progress_bar: bool | None = None,
+        max_length: int | None = None,
+    ) -> torch.Tensor:
+        """Embed sentences, returning (N, d) in input order.
+
+        Texts are sorted by token length and batched so that padding stays small; `progress_bar=None` shows a bar
+        only for inputs of more than 10 batches. Over-long texts are truncated with `</s>` kept (with a warning).
+        """
+        tokenizer = self._tokenizer_or_raise(tokenizer)
+        texts = validate_texts(texts)
+        lang = check_language(lang)
+        max_length = max_length or self.config.max_position_embeddings
+        token_ids = encode_source(tokenizer, texts, lang, max_length=max_length)
+        return self.encode_token_ids(token_ids, batch_size=batch_size, progress_bar=progress_bar)
+
+    @torch.no_grad()
+    def encode_token_ids(
+        self, token_ids: Sequence[Sequence[int]], batch_size: int = 32, progress_bar: bool | None = None
+    ) -> torch.Tensor:
+        """Embed already tokenized sentences (`[lang] pieces </s>`), batching them by length."""
+        device = self.device
+        order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]), reverse=True)
+        batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        if progress_bar is None:
+            progress_bar = len(batches) > 10
+        result = torch.empty(len(token_ids), self.config.d_model, dtype=self.dtype, device=device)
+        for batch in logging.tqdm(batches, desc="SONAR encode", disable=not progress_bar):
+            width = max(len(token_ids[i]) for i in batch)
+            ids = torch.full((len(batch), width), self.config.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                ids[row, : len(token_ids[i])] = torch.tensor(token_ids[i])
+                mask[row, : len(token_ids[i])] = 1
+            pooled = self(input_ids=ids.to(device), attention_mask=mask.to(device)).pooler_output
+            result[torch.tensor(batch, device=device)] = pooled
+        return result
+
+
+class SonarSentenceMemory(nn.Module):
+    """The decoder's "encoder": it turns sentence embeddings (N, d) into a length-1 memory (N, 1, d).
+
+    Having it lets `generate` treat the decoder as an encoder-decoder model, so beams expand the memory and the
+    cross-attention keys are cached once.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, sentence_embeddings: torch.Tensor, **kwargs) -> BaseModelOutput:
+        check_sentence_embeddings(sentence_embeddings, self.dim)
+        if sentence_embeddings.dim() != 2:
+            raise ValueError(
+                f"`sentence_embeddings` must have shape (N, {self.dim}), got {tuple(sentence_embeddings.shape)}."
+            )
+        return BaseModelOutput(last_hidden_state=sentence_embeddings.unsqueeze(1))  # (N, d) -> (N, 1, d)
+
+
+class SonarTextDecoder(SonarTextPreTrainedModel, GenerationMixin):
+    r"""
+    SONAR text decoder: turns sentence embeddings back into text.
+
+    `model(sentence_embeddings=E, decoder_input_ids=ids, labels=...)` returns logits and loss; `generate` is
+    transformers' own. Decoder prompts are `[</s>, lang]`, labels `[lang] pieces </s>` (fairseq2 teacher forcing).
+
+    Example:
+
+    ```python
+    >>> from sonar_llm_hf import SonarTextDecoder
+    >>> decoder = SonarTextDecoder.from_pretrained("path/to/sonar/decoder")
+    >>> decoder.decode(embeddings, lang="fra_Latn")  # list[str]
+    ```
+    """
+
+    config_class = SonarTextDecoderConfig
+    main_input_name = "sentence_embeddings"
+    _tied_weights_keys = {"lm_head.weight": "decoder.embed_tokens.weight"}
+
+    def __init__(self, config: SonarTextDecoderConfig):
+        super().__init__(config)
+        self.decoder = M2M100Decoder(config)
+        self.memory = SonarSentenceMemory(config.d_model)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_encoder(self, modality: str | None = None) -> nn.Module:
+        return self.memory
+
+    def get_decoder(self) -> nn.Module:
+        return self.decoder
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.decoder.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.decoder.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.lm_head = value
+
+    def decoder_hidden_states(
+        self,
+        sentence_embeddings: torch.Tensor,
+        decoder_input_ids: torch.LongTensor,
+        decoder_attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Final decoder states (N, L, d) before the LM head, for losses that project them chunk by chunk."""
+        check_sentence_embeddings(sentence_embeddings, self.config.d_model)
+        memory = sentence_embeddings.unsqueeze(1)  # (N, d) -> (N, 1, d)
+        return self.decoder(
+            input_ids=decoder_input_ids, attention_mask=decoder_attention_mask, encoder_hidden_states=memory
+        ).last_hidden_state
+
+    def forward(
+        self,
+        sentence_embeddings: torch.Tensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutput | tuple | None = None,
+        cache=None,
+        decoder_inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> Seq2SeqLMOutput:
+        r"""
+        sentence_embeddings (`torch.Tensor` of shape `(N, d)`): the sentences to decode.
+        decoder_input_ids (`torch.LongTensor` of shape `(N, L)`): `[</s>, lang, pieces...]`; built from `labels` by
+            shifting right when omitted.
+        labels (`torch.LongTensor` of shape `(N, L)`): `[lang, pieces..., </s>]`, padded with -100.
+        """
+        # `attention_mask` would be the memory's mask; a one-vector memory needs none.
+        if encoder_outputs is None:
+            if sentence_embeddings is None:
+                raise ValueError("Pass `sentence_embeddings` of shape (N, d) (or `encoder_outputs`).")
+            encoder_outputs = self.memory(sentence_embeddings)
+        memory = encoder_outputs[0] if isinstance(encoder_outputs, tuple) else encoder_outputs.last_hidden_state
+        if labels is not None and decoder_input_ids is None and decoder_inputs_embeds is None:
+            decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+        outputs = self.decoder(
+            input_ids=decoder_input_ids,
+            attention_mask=decoder_attention_mask,
+            encoder_hidden_states=memory,
+            cache=cache,
+            inputs_embeds=decoder_inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        logits = self.lm_head(outputs.last_hidden_state)  # (N, L, d) -> (N, L, V)
+        loss = None
+        if labels is not None:
+            loss = nn.functional.cross_entropy(
+                logits.float().reshape(-1, logits.shape[-1]), labels.to(logits.device).reshape(-1), ignore_index=-100
+            )
+        return Seq2SeqLMOutput(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            decoder_hidden_states=outputs.hidden_states,
+            decoder_attentions=outputs.attentions,
+            cross_attentions=getattr(outputs, "cross_attentions", None),
+            encoder_last_hidden_state=memory,
+        )
+
+    def decoder_prompt(self, batch_size: int, lang: str, tokenizer=None) -> torch.LongTensor:
+        """`[</s>, lang]` for each row: fairseq2's target prefix in HF ids."""
+        tokenizer = self._tokenizer_or_raise(tokenizer)
+        lang_id = tokenizer.convert_tokens_to_ids(check_language(lang))
+        prompt = [self.config.decoder_start_token_id, lang_id]
+        return torch.tensor([prompt] * batch_size, dtype=torch.long, device=self.device)
+
+    @torch.no_grad()
+    def decode(
+        self,
+        embeddings: torch.Tensor,
+        lang: str = "eng_Latn",
+        num_beams: int = 5,
+        max_length: int = 256,
+        batch_size: int = 32,
+        tokenizer=None,
+        do_sample: bool = False,
+        beam_search: str = "fairseq2",
+        return_token_ids: bool = False,
+        progress_bar: bool | None = None,
+        **generate_kwargs,
+    ) -> list[str] | tuple[list[str], list[list[int]]]:
+        """Decode (N, d) embeddings into N sentences in `lang`.
+
+        Defaults follow SONAR's `EmbeddingToTextModelPipeline` as SONAR-LLM calls it: beam 5 with fairseq2's own
+        search and scoring (`beam_search="fairseq2"`, see `generation_sonar_text.py`; `"transformers"` uses
+        `generate`), length penalty 1, `max_length` positions counting the `[</s>, lang]` prompt, `</s>` forced at
+        the last one. Greedy decoding and sampling (`do_sample=True`, `temperature`, `top_p`, ...) use
+        `generate`. Ids the tokenizer cannot turn into text (padding, `<mask>`, rows past its vocabulary) are never
+        generated. With `return_token_ids=True`, also returns the generated ids after the prompt.
+        """
+        tokenizer = self._tokenizer_or_raise(tokenizer)
+        if beam_search not in ("fairseq2", "transformers"):
+            raise ValueError(f"`beam_search` must be 'fairseq2' or 'transformers', got {beam_search!r}.")
+        if isinstance(embeddings, torch.Tensor) and embeddings.dim() == 1:
+            embeddings = embeddings.unsqueeze(0)
+        check_sentence_embeddings(embeddings, self.config.d_model, name="embeddings")
+        if embeddings.dim() != 2:
+            raise ValueError(f"`embeddings` must have shape (N, {self.config.d_model}), got {tuple(embeddings.shape)}.")
+        embeddings = embeddings.to(device=self.device, dtype=self.dtype)
+        suppress = suppressed_token_ids(tokenizer, self.config.vocab_size)
+        use_fairseq2 = num_beams > 1 and not do_sample and beam_search == "fairseq2"
+        if use_fairseq2 and generate_kwargs:
+            raise TypeError(f"Options {sorted(generate_kwargs)} need `beam_search='transformers'`.")
+        settings = dict(
+            num_beams=num_beams,
+            do_sample=do_sample,
+            max_length=min(max_length, self.config.max_position_embeddings),
+            length_penalty=1.0,
+            early_stopping=True if num_beams > 1 else None,
+            no_repeat_ngram_size=0,
+            suppress_tokens=suppress,
+            pad_token_id=self.config.pad_token_id,
+            eos_token_id=self.config.eos_token_id,
+            decoder_start_token_id=self.config.decoder_start_token_id,
+            forced_bos_token_id=None,
+            forced_eos_token_id=self.config.eos_token_id,  # fairseq2 ends every hypothesis at the last position
+        )
+        settings.update(generate_kwargs)
+        texts, generated = [], []
+        batches = range(0, embeddings.shape[0], batch_size)
+        if progress_bar is None:
+            progress_bar = len(batches) > 10
+        for start in logging.tqdm(batches, desc="SONAR decode", disable=not progress_bar):
+            chunk = embeddings[start : start + batch_size]
+            prompt = self.decoder_prompt(chunk.shape[0], lang, tokenizer)
+            if use_fairseq2:
+                new_tokens, _ = fairseq2_beam_search(
+                    self, chunk, prompt, beam_size=num_beams, max_length=max_length, suppress_ids=suppress
+                )
+            else:
+                output = self.generate(sentence_embeddings=chunk, decoder_input_ids=prompt, **settings)
+                new_tokens = output[:, prompt.shape[1] :].tolist()
+            new_tokens = [_strip_padding(row, self.config.pad_token_id, self.config.eos_token_id) for row in new_tokens]
+            texts.extend(decode_ids(tokenizer, new_tokens))
+            generated.extend(new_tokens)
+        return (texts, generated) if return_token_ids else texts
+
+
+def _strip_padding(ids: list[int], pad_id: int, eos_id: int) -> list[int]:
+    """Cut a generated row after its first `</s>` (beams of other rows may have run longer)."""
+    if eos_id in ids:
+        ids = ids[: ids.index(eos_id) + 1]
+    return [token for token in ids if token != pad_id]
+
+
+__all__ = [
+    "SonarTextEncoder",
+    "SonarTextDecoder",
+    "SonarTextPreTrainedModel",
+    "masked_mean_pool",
+    "chunked_token_cross_entropy",
+    "check_sentence_embeddings",
+]
+
+SonarTextEncoderConfig.register_for_auto_class()
+SonarTextDecoderConfig.register_for_auto_class()
+SonarTextEncoder.register_for_auto_class("AutoModel")
+SonarTextDecoder.register_for_auto_class("AutoModel")
