@@ -5,13 +5,17 @@
     accelerate launch --config_file examples/accelerate/ddp.yaml examples/finetune.py ...   # many GPUs
 
 --dataset is a local .jsonl/.json/.csv/.txt/.parquet file, a folder saved with `save_to_disk`, or a Hub dataset
-name (with --dataset_config). Every TrainingArguments option is accepted (--learning_rate, --bf16, --eval_strategy,
---save_steps, --resume_from_checkpoint, --activation_checkpointing, --report_to ...). The result loads with
-`AutoModel.from_pretrained(output_dir)` (LoRA: `PeftModel.from_pretrained(base, output_dir)`, or --merge_lora).
+name (with --dataset_config). Every TrainingArguments option is accepted (--learning_rate, --eval_strategy,
+--save_steps, --resume_from_checkpoint, --activation_checkpointing, --report_to ...); mixed precision is picked
+for the hardware unless you say (--precision auto|no|bf16|fp16, or --bf16/--fp16). The result (and every
+checkpoint folder) loads with `AutoModel.from_pretrained(output_dir)`; with --lora it is an adapter:
+`PeftModel.from_pretrained(AutoModel.from_pretrained(base), output_dir)`, or a merged model with --merge_lora.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +26,14 @@ from transformers import AutoModel, HfArgumentParser, Trainer, TrainingArguments
 
 import sonar_llm_hf  # noqa: F401  (registers the Auto classes)
 from sonar_llm_hf.data import SonarLLMDataCollator, prepare_dataset
-from sonar_llm_hf.training import lora_config, unfreeze_sonar_decoder
+from sonar_llm_hf.training import (
+    lora_config,
+    resolve_mixed_precision,
+    save_tokenizer_callback,
+    unfreeze_sonar_decoder,
+)
+
+logger = logging.getLogger("finetune")
 
 
 @dataclass
@@ -37,8 +48,15 @@ class ScriptArguments:
     lang_column: str | None = field(default=None, metadata={"help": "column of SONAR language codes per document"})
     lang: str | None = field(default=None, metadata={"help": "language of all documents (default: the model's)"})
     max_sentences: int = field(default=32, metadata={"help": "sentences kept per document (the paper: 32)"})
+    max_target_length: int = field(default=256, metadata={"help": "target tokens kept per sentence (reference: 256)"})
     max_train_samples: int | None = field(default=None)
+    skip_bad_rows: bool = field(default=False, metadata={"help": "skip (and count) non-text rows and unknown "
+                                                                 "language codes instead of stopping"})
     embedding_batch_size: int = field(default=64, metadata={"help": "sentences per SONAR encoder call"})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "processes for sentence splitting"})
+    prepare_only: bool = field(default=False, metadata={"help": "compute and cache the SONAR embeddings, then exit "
+                                                                "(run once before a long multi-GPU job)"})
+    precision: str = field(default="auto", metadata={"help": "auto (bf16/fp16 where the GPU has it), no, bf16, fp16"})
     loss_type: str | None = field(default=None, metadata={"help": "ce, mse or ce+mse (default: the model's)"})
     lora: bool = field(default=False, metadata={"help": "train LoRA adapters on the backbone + the projections"})
     lora_r: int = field(default=16)
@@ -61,6 +79,8 @@ def load_documents(args: ScriptArguments):
     else:
         loaded = datasets.load_dataset(args.dataset, args.dataset_config)
     if isinstance(loaded, datasets.DatasetDict):
+        if args.train_split not in loaded:
+            raise ValueError(f"No split {args.train_split!r} in {args.dataset}; it has {list(loaded)} (--train_split).")
         train = loaded[args.train_split]
         evaluation = loaded[args.eval_split] if args.eval_split else None
     else:
@@ -78,19 +98,44 @@ def main(argv=None) -> int:
     args, training_args = parser.parse_args_into_dataclasses(argv)
     if not args.model_name_or_path or not args.dataset:
         parser.error("--model_name_or_path and --dataset are required")
+    if args.train_sonar_decoder and args.lora:
+        parser.error("--train_sonar_decoder trains the whole SONAR decoder (full fine-tuning); with --lora use "
+                     "--lora_sonar_decoder to put adapters on it")  # fmt: skip
+    if args.merge_lora and not args.lora:
+        parser.error("--merge_lora needs --lora")
+    training_args = resolve_mixed_precision(training_args, args.precision)
+    logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
+    logger.info(f"mixed precision: {training_args.mixed_precision}")
+
+    # fp32 master weights; autocast handles bf16/fp16. The frozen SONAR encoder embeds on the training device.
     model = AutoModel.from_pretrained(args.model_name_or_path, dtype=torch.float32)
+    tokenizer = model.tokenizer
     if args.loss_type:
         model.config.loss_type = args.loss_type
     if args.train_sonar_decoder:
         unfreeze_sonar_decoder(model)
+    if training_args.ddp_find_unused_parameters is None:
+        # Every trainable parameter gets a gradient (SONAR is frozen), so DDP can skip its unused-parameter search;
+        # only an unfrozen or adapted SONAR decoder with the MSE-only loss goes unused.
+        decoder_trains = args.train_sonar_decoder or args.lora_sonar_decoder
+        training_args = dataclasses.replace(
+            training_args, ddp_find_unused_parameters=decoder_trains and model.config.loss_type == "mse"
+        )
+    model.sonar_encoder.to(training_args.device)
 
     train_docs, eval_docs = load_documents(args)
-    # SONAR embeddings are computed once (main process first, so others reuse the datasets cache)
+    # SONAR embeddings are computed once: the main process first, the others then read its `datasets` cache.
+    # (A large corpus can take longer than the distributed timeout, --ddp_timeout: run --prepare_only first.)
     with training_args.main_process_first(desc="SONAR embeddings"):
         prepare = dict(text_column=args.text_column, lang_column=args.lang_column, default_lang=args.lang,
-                       max_sentences=args.max_sentences, batch_size=args.embedding_batch_size)  # fmt: skip
+                       max_sentences=args.max_sentences, max_target_length=args.max_target_length,
+                       batch_size=args.embedding_batch_size, skip_bad_rows=args.skip_bad_rows,
+                       num_proc=args.preprocessing_num_workers)  # fmt: skip
         train_set = prepare_dataset(train_docs, model, **prepare)
         eval_set = prepare_dataset(eval_docs, model, **prepare) if eval_docs is not None else None
+    logger.info(f"{len(train_set)} training documents" + (f", {len(eval_set)} for evaluation" if eval_set else ""))
+    if args.prepare_only:
+        return 0
 
     if args.lora:
         from peft import get_peft_model
@@ -99,21 +144,27 @@ def main(argv=None) -> int:
                                                   sonar_decoder=args.lora_sonar_decoder))  # fmt: skip
         model.print_trainable_parameters()
 
+    # The prepared columns are `forward`'s argument names, so the default remove_unused_columns=True keeps exactly
+    # them. The callback saves the tokenizer into every checkpoint: each is a complete, loadable model.
     trainer = Trainer(
         model=model, args=training_args, train_dataset=train_set, eval_dataset=eval_set,
-        data_collator=SonarLLMDataCollator(),
+        data_collator=SonarLLMDataCollator(), callbacks=[save_tokenizer_callback(tokenizer)],
     )  # fmt: skip
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
     if eval_set is not None:
-        trainer.log_metrics("eval", trainer.evaluate())
+        metrics = trainer.evaluate()
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
     trainer.save_state()  # trainer_state.json: the loss history
+    if args.merge_lora:  # (not under FSDP: merge a saved adapter afterwards instead)
+        if trainer.is_world_process_zero():
+            trainer.accelerator.unwrap_model(model).merge_and_unload().save_pretrained(training_args.output_dir)
+    else:
+        trainer.save_model()  # on all processes (FSDP gathers the shards): the model, or the adapter with --lora
     if trainer.is_world_process_zero():
-        final = model.merge_and_unload() if args.lora and args.merge_lora else model
-        final.save_pretrained(training_args.output_dir)
-        (final.tokenizer if not args.lora or args.merge_lora else model.base_model.model.tokenizer).save_pretrained(
-            training_args.output_dir
-        )
+        tokenizer.save_pretrained(training_args.output_dir)
     return 0
 
 

@@ -3,10 +3,34 @@
     examples = prepare_dataset(raw, model, text_column="text")   # sentences, SONAR embeddings, target ids
     trainer = Trainer(model, args, train_dataset=examples, data_collator=SonarLLMDataCollator())
 
-Each example holds `sentence_embeddings` (T lists of d floats) and `labels` (T lists of target ids `[lang] pieces
-</s>`): the names of `forward`'s arguments, so `Trainer`'s default `remove_unused_columns=True` keeps them. The
-embedding pass is cached by `datasets` in shards: a rerun reuses it and an interrupted run resumes at the first
-unfinished shard.
+Steps (as the reference's `sonar_encoding.py`, offline): split each document into sentences (pysbd), keep the first
+`max_sentences` (32), append the end sentence ("End of sequence.") and, if the model was trained with it, prepend
+the begin sentence; embed every sentence with the model's frozen SONAR encoder (length-sorted batches); tokenize the
+SONAR decoder targets `[lang] pieces </s>`.
+
+Each example holds `sentence_embeddings` (T x d float32) and `labels` (T lists of target ids), the names of
+`forward`'s arguments, so `Trainer`'s default `remove_unused_columns=True` keeps exactly them; plus `sentences`,
+`lang` and `num_sentences` for inspection.
+
+Caching: every step is a `datasets.map` with an explicit fingerprint (the input dataset's fingerprint, the settings,
+a digest of the SONAR encoder's weights and of the tokenizer's vocabulary), so a rerun reuses the cache files. The
+embedding pass runs in shards of `shard_size` documents, each its own cache file: an interrupted run resumes at the
+first unfinished shard, and changing only `batch_size` (say after running out of memory) keeps the finished shards.
+Datasets that live in memory (`Dataset.from_dict`, ...) have no cache folder: pass `cache_file_name=` to cache them.
+
+Bad input, all counted, none dropped silently:
+
+| input | what happens |
+|---|---|
+| missing text column | `ValueError` naming the columns |
+| a row that is not text (None, a number, ...) | `TypeError` naming the row; skipped and counted with `skip_bad_rows=True` |
+| a language code SONAR does not know | `ValueError` naming the row and close codes; skipped and counted with `skip_bad_rows=True` |
+| an empty or whitespace-only document | skipped, counted (no sentence to learn from) |
+| fewer than 2 entries after adding the end/begin sentences (only with `add_eos=False`) | skipped, counted (nothing to predict) |
+| no document left | `ValueError` with the counts |
+
+The counts are printed and logged (`sonar_llm_hf.data`), e.g. "kept 98 of 100 documents; skipped 2 empty".
+A missing language in the language column (None or "") means `default_lang`.
 """
 
 from __future__ import annotations
@@ -14,7 +38,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+from collections import Counter
 
+import numpy as np
 import torch
 
 from .splitting_sonar_llm import split_sentences
@@ -22,15 +49,66 @@ from .tokenization_sonar import check_language, encode_target
 
 logger = logging.getLogger(__name__)
 
+# Bump when the stored format or the splitting/embedding logic changes, so old caches are not reused.
+DATA_FORMAT_VERSION = 2
+DEFAULT_EOS_SENTENCE = "End of sequence."
+DEFAULT_BEGIN_SENTENCE = "Begin of text."
 
-def _model_fingerprint(model) -> str:
-    """Identifies the SONAR encoder and the settings: cheap (a few statistics per tensor), deterministic."""
-    digest = hashlib.sha256(json.dumps(model.sonar_encoder.config.to_dict(), sort_keys=True, default=str).encode())
-    for name, tensor in model.sonar_encoder.state_dict().items():
+_REASONS = {
+    "empty": "empty (no sentence)",
+    "too_short": "with fewer than 2 entries (nothing to predict; add_eos=False)",
+    "not_text": "not text",
+    "unknown_language": "with an unknown language code",
+}
+
+
+def _digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _encoder_fingerprint(encoder) -> str:
+    """Identifies the SONAR encoder's weights and configuration: cheap (a few statistics per tensor), deterministic."""
+    digest = hashlib.sha256(json.dumps(encoder.config.to_dict(), sort_keys=True, default=str).encode())
+    for name, tensor in encoder.state_dict().items():
         flat = tensor.detach().float().flatten()
         stats = torch.stack([flat.sum(), flat.abs().sum(), flat[: min(16, flat.numel())].sum()]).tolist()
         digest.update(f"{name}{tuple(tensor.shape)}{stats}".encode())
     return digest.hexdigest()[:16]
+
+
+def _tokenizer_fingerprint(tokenizer) -> str:
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    return _digest(type(tokenizer).__name__, vocab, getattr(tokenizer, "model_max_length", None))
+
+
+def _pysbd_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version("pysbd")
+    except Exception:  # not installed: the punctuation fallback splits
+        return None
+
+
+def _cache_path(cache_file_name: str | None, step: str, fingerprint: str) -> str | None:
+    """`data/train.arrow` -> `data/train-embed-3-<fingerprint>.arrow`: the fingerprint in the name, so a changed
+    model or setting never loads a stale file."""
+    if cache_file_name is None:
+        return None
+    stem, ext = os.path.splitext(str(cache_file_name))
+    os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
+    return f"{stem}-{step}-{fingerprint}{ext or '.arrow'}"
+
+
+def _report(counts: Counter, total: int) -> None:
+    skipped = {reason: n for reason, n in counts.items() if reason and n}
+    if not skipped:
+        return
+    kept = total - sum(skipped.values())
+    details = ", ".join(f"{n} {_REASONS[reason]}" for reason, n in sorted(skipped.items()))
+    message = f"kept {kept} of {total} documents; skipped {details}"
+    logger.warning(message)
+    print(f"sonar_llm_hf.data: {message}")
 
 
 def split_documents(
@@ -39,41 +117,85 @@ def split_documents(
     lang_column: str | None = None,
     default_lang: str = "eng_Latn",
     max_sentences: int = 32,
-    eos_sentence: str | None = "End of sequence.",
+    eos_sentence: str | None = DEFAULT_EOS_SENTENCE,
     begin_sentence: str | None = None,
+    skip_bad_rows: bool = False,
+    num_proc: int | None = None,
+    cache_file_name: str | None = None,
 ):
     """Documents -> `sentences` (+ `lang`): offline splitting, the first `max_sentences`, the end (and begin)
-    sentence. Rows that are not text raise; documents with no sentence cannot train and are dropped with a count."""
+    sentence. See the module docstring for what happens to bad rows; nothing is dropped without a printed count."""
     if text_column not in dataset.column_names:
         raise ValueError(f"The dataset has no column {text_column!r}; its columns are {dataset.column_names}.")
+    if lang_column is not None and lang_column not in dataset.column_names:
+        raise ValueError(f"The dataset has no column {lang_column!r}; its columns are {dataset.column_names}.")
+    if max_sentences < 1:
+        raise ValueError(f"`max_sentences` must be at least 1, got {max_sentences}.")
     check_language(default_lang)
+    clashes = {"sentences", "lang", "drop_reason", "sentence_embeddings", "labels", "num_sentences"}
+    clashes &= set(dataset.column_names) - {lang_column if lang_column == "lang" else None}
+    if "lang" in clashes:
+        raise ValueError("The dataset has a 'lang' column: pass lang_column='lang' (--lang_column lang) to use it, "
+                         "or rename it.")
+    if clashes:
+        raise ValueError(f"The dataset already has column(s) {sorted(clashes)}, which preparation writes; rename them.")
+    extra = 1 if eos_sentence else 0
+    extra += 1 if begin_sentence else 0
 
     def split(batch, indices):
-        out = {"sentences": [], "lang": [], "keep": []}
-        langs = batch[lang_column] if lang_column else [default_lang] * len(batch[text_column])
+        out = {"sentences": [], "lang": [], "drop_reason": []}
+        langs = batch[lang_column] if lang_column else [None] * len(batch[text_column])
         for index, text, lang in zip(indices, batch[text_column], langs):
+            reason, sentences = "", []
             if not isinstance(text, str):
-                raise TypeError(f"Row {index}: column {text_column!r} holds {type(text).__name__}, not text.")
-            lang = check_language(lang or default_lang)
-            sentences = split_sentences(text, lang)[:max_sentences]
-            out["keep"].append(len(sentences) > 0)
-            if begin_sentence:
-                sentences = [begin_sentence, *sentences]
-            if eos_sentence:
-                sentences = [*sentences, eos_sentence]
-            out["sentences"].append(sentences)
+                if not skip_bad_rows:
+                    raise TypeError(
+                        f"Row {index}: column {text_column!r} holds {type(text).__name__}, not text. "
+                        "Fix the data, or pass skip_bad_rows=True (--skip_bad_rows) to skip such rows with a count."
+                    )
+                reason = "not_text"
+            try:
+                lang = check_language(lang or default_lang)
+            except ValueError as error:
+                if not skip_bad_rows:
+                    raise ValueError(f"Row {index}: {error}") from None
+                reason, lang = reason or "unknown_language", default_lang
+            if not reason:
+                sentences = split_sentences(text, lang)[:max_sentences]
+                if not sentences:
+                    reason = "empty"
+                elif len(sentences) + extra < 2:
+                    reason = "too_short"
+                if begin_sentence:
+                    sentences = [begin_sentence, *sentences]
+                if eos_sentence:
+                    sentences = [*sentences, eos_sentence]
+            out["sentences"].append(sentences if not reason else [])
             out["lang"].append(lang)
+            out["drop_reason"].append(reason)
         return out
 
-    split_set = dataset.map(split, batched=True, with_indices=True, desc="Splitting sentences")
-    kept = split_set.filter(lambda keep: keep, input_columns="keep")
-    dropped = len(split_set) - len(kept)
-    if dropped:
-        logger.warning(f"Dropped {dropped} of {len(split_set)} documents with no sentence (empty or whitespace).")
-        print(f"sonar_llm_hf.data: dropped {dropped} of {len(split_set)} empty documents")
-    if len(kept) == 0:
-        raise ValueError("No document holds a sentence: nothing to train on.")
-    return kept.remove_columns("keep")
+    settings = [text_column, lang_column, default_lang, max_sentences, eos_sentence, begin_sentence, skip_bad_rows]
+    fingerprint = _digest(dataset._fingerprint, "split", settings, _pysbd_version(), DATA_FORMAT_VERSION)
+    remove = [lang_column] if lang_column == "lang" else []
+    split_set = dataset.map(
+        split, batched=True, with_indices=True, num_proc=num_proc, remove_columns=remove, desc="Splitting sentences",
+        new_fingerprint=fingerprint, cache_file_name=_cache_path(cache_file_name, "split", fingerprint),
+    )  # fmt: skip
+    counts = Counter(split_set["drop_reason"])
+    _report(counts, len(split_set))
+    if counts[""] == 0:
+        raise ValueError(
+            f"No document is left to train on ({len(split_set)} rows: "
+            + ", ".join(f"{n} {_REASONS[r]}" for r, n in sorted(counts.items()) if r) + ")."
+        )  # fmt: skip
+    if counts[""] < len(split_set):
+        filter_fingerprint = _digest(fingerprint, "keep")
+        split_set = split_set.filter(
+            lambda reason: reason == "", input_columns="drop_reason", new_fingerprint=filter_fingerprint,
+            cache_file_name=_cache_path(cache_file_name, "keep", filter_fingerprint), desc="Skipping bad documents",
+        )  # fmt: skip
+    return split_set.remove_columns("drop_reason")
 
 
 def prepare_dataset(
@@ -86,86 +208,161 @@ def prepare_dataset(
     max_sentences: int = 32,
     add_eos: bool = True,
     add_begin: bool | None = None,
+    eos_sentence: str | None = None,
+    begin_sentence: str | None = None,
     batch_size: int = 64,
     max_target_length: int = 256,
     shard_size: int = 1000,
+    skip_bad_rows: bool = False,
+    num_proc: int | None = None,
+    cache_file_name: str | None = None,
     progress_bar: bool = True,
 ):
-    """Split, embed with the model's frozen SONAR encoder (length-sorted batches), and tokenize targets."""
+    """Split, embed with the frozen SONAR encoder (length-sorted batches, a progress bar per shard), tokenize targets.
+
+    Args:
+        dataset: a `datasets.Dataset` (or `DatasetDict`: each split is prepared) with a text column.
+        model: a `SonarLLMForCausalSentenceModeling` (its encoder, tokenizer and sentence settings are used) or a
+            bare `SonarTextEncoder`. Move it to a GPU first to embed there.
+        tokenizer: the SONAR tokenizer (default: the model's).
+        lang_column / default_lang: per-document SONAR language codes; the default is the model's `default_lang`.
+        max_sentences: sentences kept from the start of each document (the paper: 32), before the end sentence.
+        add_eos / add_begin: append `eos_sentence` / prepend `begin_sentence` (defaults: the model config's
+            sentences; `add_begin` defaults to `config.add_begin`).
+        batch_size: sentences per SONAR encoder call.
+        max_target_length: target tokens kept per sentence (the reference: 256), `</s>` kept.
+        shard_size: documents per cached embedding shard (the unit of resumption).
+        skip_bad_rows: skip (and count) rows that are not text or have an unknown language, instead of raising.
+        num_proc: processes for sentence splitting (the embedding pass stays in this process).
+        cache_file_name: a path prefix for the cache files (needed to cache in-memory datasets); each step's file
+            name carries its fingerprint.
+    """
     import datasets
 
-    config = model.config
-    tokenizer = tokenizer or model.tokenizer
+    if isinstance(dataset, datasets.DatasetDict):
+        options = dict(tokenizer=tokenizer, text_column=text_column, lang_column=lang_column, default_lang=default_lang,
+                       max_sentences=max_sentences, add_eos=add_eos, add_begin=add_begin, eos_sentence=eos_sentence,
+                       begin_sentence=begin_sentence, batch_size=batch_size, max_target_length=max_target_length,
+                       shard_size=shard_size, skip_bad_rows=skip_bad_rows, num_proc=num_proc,
+                       progress_bar=progress_bar)  # fmt: skip
+        return datasets.DatasetDict({
+            name: prepare_dataset(part, model, cache_file_name=_split_cache(cache_file_name, name), **options)
+            for name, part in dataset.items()
+        })  # fmt: skip
+
+    encoder = getattr(model, "sonar_encoder", model)
+    config = getattr(model, "config", None) if encoder is not model else None
+    tokenizer = tokenizer or getattr(model, "tokenizer", None) or getattr(encoder, "tokenizer", None)
     if tokenizer is None:
         raise ValueError("The model has no SONAR tokenizer; pass `tokenizer=`.")
-    add_begin = config.add_begin if add_begin is None else add_begin
+    add_begin = getattr(config, "add_begin", False) if add_begin is None else add_begin
+    eos_sentence = eos_sentence or getattr(config, "eos_sentence", DEFAULT_EOS_SENTENCE)
+    begin_sentence = begin_sentence or getattr(config, "begin_sentence", DEFAULT_BEGIN_SENTENCE)
+    default_lang = default_lang or getattr(config, "default_lang", "eng_Latn")
+    if not dataset.cache_files and cache_file_name is None:
+        logger.warning(
+            "The dataset lives in memory (no cache files): its SONAR embeddings will not be cached. Pass "
+            "`cache_file_name=` (or save it with `save_to_disk` and reload it) to cache them."
+        )
     split_set = split_documents(
-        dataset, text_column, lang_column, default_lang or config.default_lang, max_sentences,
-        config.eos_sentence if add_eos else None, config.begin_sentence if add_begin else None,
+        dataset, text_column, lang_column, default_lang, max_sentences, eos_sentence if add_eos else None,
+        begin_sentence if add_begin else None, skip_bad_rows=skip_bad_rows, num_proc=num_proc,
+        cache_file_name=cache_file_name,
     )  # fmt: skip
-    encoder = model.sonar_encoder
+    dim = encoder.config.d_model
 
     def embed(batch):
-        flat, langs, owners = [], [], []
-        for row, (sentences, lang) in enumerate(zip(batch["sentences"], batch["lang"])):
+        flat, langs, bounds = [], [], [0]
+        for sentences, lang in zip(batch["sentences"], batch["lang"]):
             flat.extend(sentences)
             langs.extend([lang] * len(sentences))
-            owners.extend([row] * len(sentences))
-        embeddings = torch.empty(len(flat), config.embed_dim)
-        for lang in set(langs):
+            bounds.append(len(flat))
+        embeddings = torch.empty(len(flat), dim)
+        labels: list = [None] * len(flat)
+        for lang in sorted(set(langs)):
             rows = [i for i, l in enumerate(langs) if l == lang]
-            embeddings[rows] = encoder.encode([flat[i] for i in rows], lang=lang, batch_size=batch_size,
+            texts = [flat[i] for i in rows]
+            embeddings[rows] = encoder.encode(texts, lang=lang, batch_size=batch_size, tokenizer=tokenizer,
                                               progress_bar=False).float().cpu()  # fmt: skip
-        labels = [encode_target(tokenizer, [s], l, max_length=max_target_length)[0] for s, l in zip(flat, langs)]
-        out = {"sentence_embeddings": [[] for _ in batch["sentences"]], "labels": [[] for _ in batch["sentences"]]}
-        for i, owner in enumerate(owners):
-            out["sentence_embeddings"][owner].append(embeddings[i].tolist())
-            out["labels"][owner].append(labels[i])
-        out["num_sentences"] = [len(s) for s in batch["sentences"]]
-        return out
+            for i, ids in zip(rows, encode_target(tokenizer, texts, lang, max_length=max_target_length)):
+                labels[i] = ids
+        array = embeddings.numpy()
+        spans = list(zip(bounds[:-1], bounds[1:]))
+        return {
+            "sentence_embeddings": [array[a:b] for a, b in spans],
+            "labels": [labels[a:b] for a, b in spans],
+            "num_sentences": [b - a for a, b in spans],
+        }
 
-    settings = json.dumps([_model_fingerprint(model), max_target_length, batch_size], sort_keys=True)
+    features = split_set.features.copy()
+    features["sentence_embeddings"] = datasets.List(datasets.List(datasets.Value("float32")))
+    features["labels"] = datasets.List(datasets.List(datasets.Value("int32")))
+    features["num_sentences"] = datasets.Value("int32")
+    # batch_size is left out on purpose: it does not change the embeddings beyond float noise.
+    settings = _digest(_encoder_fingerprint(encoder), _tokenizer_fingerprint(tokenizer), max_target_length,
+                       DATA_FORMAT_VERSION)  # fmt: skip
     shards = []
     num_shards = max(1, -(-len(split_set) // shard_size))
     for index in range(num_shards):
         shard = split_set.shard(num_shards, index, contiguous=True)
-        fingerprint = hashlib.sha256(f"{shard._fingerprint}{settings}".encode()).hexdigest()[:16]
+        fingerprint = _digest(shard._fingerprint, "embed", settings)
+        desc = f"SONAR embeddings, shard {index + 1}/{num_shards}" if progress_bar else None
         shards.append(
-            shard.map(embed, batched=True, batch_size=batch_size, new_fingerprint=fingerprint,
-                      desc=f"SONAR embeddings {index + 1}/{num_shards}" if progress_bar else None)  # fmt: skip
-        )
-    return datasets.concatenate_datasets(shards)
+            shard.map(embed, batched=True, batch_size=batch_size, features=features, new_fingerprint=fingerprint,
+                      cache_file_name=_cache_path(cache_file_name, f"embed{index}", fingerprint), desc=desc)
+        )  # fmt: skip
+    return shards[0] if len(shards) == 1 else datasets.concatenate_datasets(shards)
+
+
+def _split_cache(cache_file_name, split_name):
+    if cache_file_name is None:
+        return None
+    stem, ext = os.path.splitext(str(cache_file_name))
+    return f"{stem}-{split_name}{ext}"
 
 
 class SonarLLMDataCollator:
     """Pads documents to (B, T, d) with `attention_mask`, and sentences to (B, T, L) labels padded with -100.
 
     `labels[:, 0]` is set to -100: the first sentence is never a target (position t-1 predicts sentence t), so
-    `Trainer`'s `num_items_in_batch` then counts exactly the target tokens.
+    `Trainer`'s `num_items_in_batch` (its count of labels != -100 over the whole accumulated batch, on all devices)
+    equals the number of target tokens the model sums its cross-entropy over.
     """
 
-    def __init__(self, dtype: torch.dtype = torch.float32):
+    def __init__(self, dtype: torch.dtype = torch.float32, pad_to_multiple_of: int | None = None):
         self.dtype = dtype
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def _round(self, size: int) -> int:
+        step = self.pad_to_multiple_of
+        return size if not step else -(-size // step) * step
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         if not features:
             raise ValueError("Cannot collate an empty batch.")
         lengths = [len(f["sentence_embeddings"]) for f in features]
+        if min(lengths) == 0:
+            raise ValueError(f"Example {lengths.index(0)} has no sentence.")
         dim = len(features[0]["sentence_embeddings"][0])
-        width = max(lengths)
-        tokens = max(len(ids) for f in features for ids in f["labels"])
+        width = self._round(max(lengths))
+        tokens = self._round(max(len(ids) for f in features for ids in f["labels"]))
         embeddings = torch.zeros(len(features), width, dim, dtype=self.dtype)
         mask = torch.zeros(len(features), width, dtype=torch.long)
         labels = torch.full((len(features), width, tokens), -100, dtype=torch.long)
         for b, feature in enumerate(features):
             if len(feature["labels"]) != lengths[b]:
                 raise ValueError(f"Example {b}: {lengths[b]} embeddings but {len(feature['labels'])} label rows.")
-            embeddings[b, : lengths[b]] = torch.as_tensor(feature["sentence_embeddings"], dtype=self.dtype)
+            rows = feature["sentence_embeddings"]  # lists, a numpy array or a tensor (any `datasets` format)
+            if not torch.is_tensor(rows):
+                rows = torch.from_numpy(np.asarray(rows, dtype=np.float32))
+            if rows.shape[-1] != dim:
+                raise ValueError(f"Example {b}: embeddings of width {rows.shape[-1]}, expected {dim}.")
+            embeddings[b, : lengths[b]] = rows.to(self.dtype)
             mask[b, : lengths[b]] = 1
             for t, ids in enumerate(feature["labels"]):
-                labels[b, t, : len(ids)] = torch.as_tensor(ids)
+                labels[b, t, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
         labels[:, 0] = -100
         return {"sentence_embeddings": embeddings, "attention_mask": mask, "labels": labels}
 
 
-__all__ = ["prepare_dataset", "split_documents", "SonarLLMDataCollator"]
+__all__ = ["prepare_dataset", "split_documents", "SonarLLMDataCollator", "DATA_FORMAT_VERSION"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 # Full-match regexes over module names (PEFT applies a string `target_modules` with re.fullmatch).
 BACKBONE_LORA_TARGETS = r"model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 SONAR_DECODER_LORA_TARGETS = (
@@ -26,6 +28,45 @@ def lora_config(r: int = 16, alpha: int = 32, dropout: float = 0.05, sonar_decod
     )  # fmt: skip
 
 
+def resolve_mixed_precision(training_args, precision: str = "auto"):
+    """`TrainingArguments` with mixed precision where the hardware has it.
+
+    `precision`: "auto" keeps an explicit `--bf16`/`--fp16` (or an `accelerate` config's mixed precision) and
+    otherwise picks bf16 on CUDA GPUs that support it, fp16 on older CUDA GPUs, and full precision elsewhere;
+    "bf16", "fp16" and "no" force a choice. Weights stay fp32 (autocast); the SONAR cross-entropy is computed in fp32.
+    """
+    import dataclasses
+
+    if precision not in ("auto", "no", "bf16", "fp16"):
+        raise ValueError(f"`precision` must be 'auto', 'no', 'bf16' or 'fp16', got {precision!r}.")
+    if precision == "auto":
+        if training_args.bf16 or training_args.fp16 or getattr(training_args, "mixed_precision", "no") != "no":
+            return training_args
+        if training_args.use_cpu or not torch.cuda.is_available():
+            return training_args
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return dataclasses.replace(training_args, bf16=precision == "bf16", fp16=precision == "fp16")
+
+
+def save_tokenizer_callback(tokenizer):
+    """A `TrainerCallback` that writes the SONAR tokenizer into every checkpoint folder, so each one loads with
+    `from_pretrained` and generates. (Passing the tokenizer as `processing_class` would do it too, but `Trainer` then
+    copies its bos/eos/pad ids into the model's config and generation config, which hold sentence-level settings.)"""
+    import os
+
+    from transformers import TrainerCallback
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    class SaveTokenizer(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+                if os.path.isdir(folder):
+                    tokenizer.save_pretrained(folder)
+
+    return SaveTokenizer()
+
+
 def unfreeze_sonar_decoder(model) -> None:
     """Train the SONAR decoder too (paper v2 §4.5): lower CE, no summarization gain reported."""
     model.config.train_sonar_decoder = True
@@ -33,4 +74,4 @@ def unfreeze_sonar_decoder(model) -> None:
     model.sonar_decoder.train(model.training)
 
 
-__all__ = ["lora_config", "unfreeze_sonar_decoder", "BACKBONE_LORA_TARGETS", "SONAR_DECODER_LORA_TARGETS"]
+__all__ = ["lora_config", "unfreeze_sonar_decoder", "resolve_mixed_precision", "save_tokenizer_callback", "BACKBONE_LORA_TARGETS", "SONAR_DECODER_LORA_TARGETS"]

@@ -1,6 +1,8 @@
-"""Data pipeline: offline splitting, end sentence, SONAR embeddings cached by datasets (rerun and resume), collator."""
+"""Data pipeline: offline splitting, end sentence, bad input, SONAR embeddings cached by datasets (rerun and
+resume), collator."""
 
 import datasets
+import numpy as np
 import pytest
 import torch
 
@@ -11,38 +13,70 @@ from sonar_llm_hf.tokenization_sonar import encode_target
 DOCS = [story_to_text(s) for s in generate_corpus(6, seed=3)]
 
 
-def test_split_documents_caps_and_appends_the_end_sentence():
+def test_split_documents_caps_and_appends_the_end_sentence(capsys):
     raw = datasets.Dataset.from_dict({"text": [DOCS[0], "One sentence only.", "   "]})
     split = split_documents(raw, max_sentences=3, eos_sentence="End of sequence.", begin_sentence="Begin of text.")
-    assert len(split) == 2  # the blank document is dropped, with a count printed
+    assert len(split) == 2
+    assert "kept 2 of 3 documents; skipped 1 empty" in capsys.readouterr().out  # never silently
     first = split[0]["sentences"]
     assert first[0] == "Begin of text." and first[-1] == "End of sequence." and len(first) == 5
     assert split[1]["sentences"] == ["Begin of text.", "One sentence only.", "End of sequence."]
+    # one sentence + the end sentence is a training example (the reference keeps every doc with >= 2 entries)
+    assert len(split_documents(datasets.Dataset.from_dict({"text": ["Just one."]}))) == 1
 
 
-def test_bad_rows_are_clear_errors(capsys):
-    with pytest.raises(TypeError, match="Row 1: column 'text' holds NoneType"):
+def test_bad_rows_are_clear_errors_or_counted_skips(capsys):
+    with pytest.raises(TypeError, match="Row 1: column 'text' holds NoneType, not text.*skip_bad_rows"):
         split_documents(datasets.Dataset.from_dict({"text": ["A story.", None]}))
     with pytest.raises(TypeError, match="Row 0: column 'text' holds int"):
         split_documents(datasets.Dataset.from_dict({"text": [7, 8]}))
-    with pytest.raises(ValueError, match="Unknown language code 'xx_Yyyy'"):
+    with pytest.raises(ValueError, match="Row 0: Unknown language code 'xx_Yyyy'"):
         split_documents(datasets.Dataset.from_dict({"text": ["A story."], "lang": ["xx_Yyyy"]}), lang_column="lang")
     with pytest.raises(ValueError, match="no column 'body'"):
         split_documents(datasets.Dataset.from_dict({"text": ["A story."]}), text_column="body")
-    with pytest.raises(ValueError, match="nothing to train on"):
+    with pytest.raises(ValueError, match="no column 'language'"):
+        split_documents(datasets.Dataset.from_dict({"text": ["A story."]}), lang_column="language")
+    with pytest.raises(ValueError, match=r"No document is left to train on \(2 rows: 2 empty"):
         split_documents(datasets.Dataset.from_dict({"text": ["", "  "]}))
-    assert "dropped 2 of 2 empty documents" in capsys.readouterr().out
+    capsys.readouterr()
+
+    # opt-in skipping: every skipped row is counted by reason
+    raw = datasets.Dataset.from_dict({
+        "text": ["A story. It ends.", None, "Un conte. Il finit.", "", "Solo.", "Ein Satz. Noch einer."],
+        "lang": ["eng_Latn", "eng_Latn", "xx_Yyyy", "eng_Latn", None, "deu_Latn"],
+    })  # fmt: skip
+    kept = split_documents(raw, lang_column="lang", skip_bad_rows=True)
+    assert kept["sentences"] == [["A story.", "It ends.", "End of sequence."], ["Solo.", "End of sequence."],
+                                 ["Ein Satz.", "Noch einer.", "End of sequence."]]  # fmt: skip
+    assert kept["lang"] == ["eng_Latn", "eng_Latn", "deu_Latn"]  # a missing language is the default one
+    out = capsys.readouterr().out
+    assert "kept 3 of 6 documents; skipped 1 empty (no sentence), 1 not text, 1 with an unknown language code" in out
+
+    # without the end sentence a one-sentence document has nothing to predict: counted, not kept
+    kept = split_documents(datasets.Dataset.from_dict({"text": ["Solo.", "Two here. Yes."]}), eos_sentence=None)
+    assert kept["sentences"] == [["Two here.", "Yes."]]
+    assert "skipped 1 with fewer than 2 entries" in capsys.readouterr().out
 
 
 def test_prepare_dataset_embeds_and_tokenizes(sonar_llm):
     raw = datasets.Dataset.from_dict({"text": DOCS[:2], "lang": ["eng_Latn", "fra_Latn"]})
     prepared = prepare_dataset(raw, sonar_llm, lang_column="lang", progress_bar=False)
+    assert prepared.features["sentence_embeddings"].feature.feature.dtype == "float32"
     example = prepared[1]
     sentences = example["sentences"]
-    assert sentences[-1] == "End of sequence." and example["num_sentences"] == len(sentences)
+    assert sentences[-1] == "End of sequence." and example["num_sentences"] == len(sentences) and example["lang"] == "fra_Latn"
     expected = sonar_llm.sonar_encoder.encode(sentences, lang="fra_Latn")
     torch.testing.assert_close(torch.tensor(example["sentence_embeddings"]), expected, atol=1e-6, rtol=0)
     assert example["labels"] == encode_target(sonar_llm.tokenizer, sentences, "fra_Latn")
+    # a bare SONAR encoder works too (the paper's defaults: end sentence, no begin sentence)
+    with pytest.raises(ValueError, match="has a 'lang' column: pass lang_column='lang'"):
+        prepare_dataset(raw, sonar_llm, progress_bar=False)
+    raw = raw.remove_columns("lang")
+    bare = prepare_dataset(raw.select([0]), sonar_llm.sonar_encoder, tokenizer=sonar_llm.tokenizer, progress_bar=False)
+    assert bare[0]["sentences"] == prepared[0]["sentences"] and bare[0]["labels"] == prepared[0]["labels"]
+    # the model's begin sentence when its config asks for it
+    sonar_llm.config.add_begin = True
+    assert prepare_dataset(raw.select([0]), sonar_llm, progress_bar=False)[0]["sentences"][0] == "Begin of text."
 
 
 def test_embeddings_are_cached_and_an_interrupted_run_resumes(sonar_llm, tmp_path):
@@ -66,8 +100,24 @@ def test_embeddings_are_cached_and_an_interrupted_run_resumes(sonar_llm, tmp_pat
     first = prepare_dataset(raw, sonar_llm, shard_size=3, batch_size=3, progress_bar=False)
     assert len(calls) == 1  # only the unfinished shard was embedded again
     calls.clear()
-    again = prepare_dataset(raw, sonar_llm, shard_size=3, batch_size=3, progress_bar=False)
-    assert calls == [] and again["labels"] == first["labels"]  # everything came from the cache
+    again = prepare_dataset(raw, sonar_llm, shard_size=3, batch_size=5, progress_bar=False)
+    assert calls == [] and again["labels"] == first["labels"]  # all from the cache (batch size is not a setting)
+    prepare_dataset(raw, sonar_llm, shard_size=3, max_target_length=8, progress_bar=False)
+    assert len(calls) == 2  # a setting that changes the result is a new cache
+    calls.clear()
+    with torch.no_grad():
+        next(sonar_llm.sonar_encoder.parameters()).add_(0.1)
+    prepare_dataset(raw, sonar_llm, shard_size=3, progress_bar=False)
+    assert len(calls) == 2  # and so is a different encoder
+
+
+def test_in_memory_datasets_cache_with_a_file_name(sonar_llm, tmp_path):
+    raw = datasets.Dataset.from_dict({"text": DOCS[:3]})
+    first = prepare_dataset(raw, sonar_llm, cache_file_name=str(tmp_path / "cache" / "train.arrow"), progress_bar=False)
+    assert any(p.name.startswith("train-embed0-") for p in (tmp_path / "cache").iterdir())
+    sonar_llm.sonar_encoder.encode = None  # any embedding call would now fail
+    again = prepare_dataset(raw, sonar_llm, cache_file_name=str(tmp_path / "cache" / "train.arrow"), progress_bar=False)
+    assert again["labels"] == first["labels"]
 
 
 def test_collator_pads_and_masks():
@@ -76,10 +126,28 @@ def test_collator_pads_and_masks():
         {"sentence_embeddings": [[3.0, 4.0]] * 2, "labels": [[5, 2], [6, 2]]},
     ]
     batch = SonarLLMDataCollator()(features)
-    assert batch["sentence_embeddings"].shape == (2, 3, 2)
+    assert batch["sentence_embeddings"].shape == (2, 3, 2) and batch["sentence_embeddings"].dtype == torch.float32
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
     assert batch["labels"].shape == (2, 3, 4)
     assert (batch["labels"][:, 0] == -100).all()
     assert batch["labels"][0, 2].tolist() == [8, 9, 10, 2] and batch["labels"][1, 2].tolist() == [-100] * 4
+    # numpy rows (a dataset in numpy format) collate the same; padding to a multiple
+    as_numpy = [{"sentence_embeddings": np.asarray(f["sentence_embeddings"], dtype=np.float32),
+                 "labels": [np.asarray(ids) for ids in f["labels"]]} for f in features]  # fmt: skip
+    padded = SonarLLMDataCollator(pad_to_multiple_of=4)(as_numpy)
+    assert padded["labels"].shape == (2, 4, 4) and torch.equal(padded["labels"][:, :3], batch["labels"])
+    assert torch.equal(padded["sentence_embeddings"][:, :3], batch["sentence_embeddings"])
     with pytest.raises(ValueError, match="2 embeddings but 1 label rows"):
         SonarLLMDataCollator()([{"sentence_embeddings": [[1.0]] * 2, "labels": [[2]]}])
+
+
+def test_collated_label_count_is_the_models_target_count(sonar_llm):
+    """`Trainer` divides by its own count of labels != -100; it must equal the tokens the model sums over."""
+    raw = datasets.Dataset.from_dict({"text": DOCS[:4]})
+    prepared = prepare_dataset(raw, sonar_llm, max_sentences=4, progress_bar=False)
+    batch = SonarLLMDataCollator()([prepared[i] for i in range(4)])
+    with torch.no_grad():
+        out = sonar_llm(**batch)
+        summed = sonar_llm(**batch, num_items_in_batch=1).loss
+    assert out.num_target_tokens == (batch["labels"] != -100).sum()
+    torch.testing.assert_close(out.loss, summed / out.num_target_tokens)

@@ -90,7 +90,7 @@ def main() -> None:
     path = args.model or default_model_path(verbose=True)
     model = AutoModel.from_pretrained(path).eval()
     model.demo_label = "" if args.model else sonar_llm_hf.demo.DEMO_LABEL
-    build_demo(model).launch(server_name=args.host, server_port=args.port, show_api=True)
+    build_demo(model).launch(server_name=args.host, server_port=args.port)
 
 
 if __name__ == "__main__":
