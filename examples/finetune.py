@@ -72,7 +72,8 @@ def load_documents(args: ScriptArguments):
     if path.is_dir():
         loaded = datasets.load_from_disk(str(path))
     elif path.is_file():
-        builder = {".jsonl": "json", ".json": "json", ".csv": "csv", ".txt": "text", ".parquet": "parquet"}.get(path.suffix)
+        builders = {".jsonl": "json", ".json": "json", ".csv": "csv", ".txt": "text", ".parquet": "parquet"}
+        builder = builders.get(path.suffix)
         if builder is None:
             raise ValueError(f"Unsupported dataset file {path}: use .jsonl, .json, .csv, .txt or .parquet.")
         loaded = datasets.load_dataset(builder, data_files=str(path))
@@ -80,7 +81,7 @@ def load_documents(args: ScriptArguments):
         loaded = datasets.load_dataset(args.dataset, args.dataset_config)
     if isinstance(loaded, datasets.DatasetDict):
         if args.train_split not in loaded:
-            raise ValueError(f"No split {args.train_split!r} in {args.dataset}; it has {list(loaded)} (--train_split).")
+            raise ValueError(f"No split {args.train_split!r} in {args.dataset}: it has {list(loaded)} (--train_split)")
         train = loaded[args.train_split]
         evaluation = loaded[args.eval_split] if args.eval_split else None
     else:
@@ -162,6 +163,8 @@ def main(argv=None) -> int:
         if trainer.is_world_process_zero():
             trainer.accelerator.unwrap_model(model).merge_and_unload().save_pretrained(training_args.output_dir)
     else:
+        if trainer.is_fsdp_enabled:  # checkpoints stay sharded (fast resume); the final model is one loadable file
+            trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
         trainer.save_model()  # on all processes (FSDP gathers the shards): the model, or the adapter with --lora
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(training_args.output_dir)

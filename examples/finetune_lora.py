@@ -48,7 +48,9 @@ def main(argv=None) -> None:
     training_args = TrainingArguments(output_dir=args.output, max_steps=args.steps,
                                       per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate,
                                       logging_steps=10, save_steps=100, report_to=[])  # fmt: skip
-    Trainer(model=peft_model, args=training_args, train_dataset=train_set, data_collator=SonarLLMDataCollator()).train()
+    trainer = Trainer(model=peft_model, args=training_args, train_dataset=train_set,
+                      data_collator=SonarLLMDataCollator())  # fmt: skip
+    trainer.train()
 
     # 4. save the adapter (+ the trained projections) and the tokenizer; optionally a merged model
     peft_model.save_pretrained(args.output)

@@ -20,14 +20,15 @@ Datasets that live in memory (`Dataset.from_dict`, ...) have no cache folder: pa
 
 Bad input, all counted, none dropped silently:
 
-| input | what happens |
-|---|---|
-| missing text column | `ValueError` naming the columns |
-| a row that is not text (None, a number, ...) | `TypeError` naming the row; skipped and counted with `skip_bad_rows=True` |
-| a language code SONAR does not know | `ValueError` naming the row and close codes; skipped and counted with `skip_bad_rows=True` |
-| an empty or whitespace-only document | skipped, counted (no sentence to learn from) |
-| fewer than 2 entries after adding the end/begin sentences (only with `add_eos=False`) | skipped, counted (nothing to predict) |
-| no document left | `ValueError` with the counts |
+- a missing text (or language) column: `ValueError` naming the columns;
+- a row that is not text (None, a number, ...): `TypeError` naming the row, or skipped and counted with
+  `skip_bad_rows=True`;
+- a language code SONAR does not know: `ValueError` naming the row and close codes, or skipped and counted with
+  `skip_bad_rows=True`;
+- an empty or whitespace-only document: skipped and counted (no sentence to learn from);
+- fewer than 2 entries after adding the end/begin sentences (only possible with `add_eos=False`): skipped and
+  counted (nothing to predict);
+- no document left: `ValueError` with the counts.
 
 The counts are printed and logged (`sonar_llm_hf.data`), e.g. "kept 98 of 100 documents; skipped 2 empty".
 A missing language in the language column (None or "") means `default_lang`.
@@ -138,7 +139,7 @@ def split_documents(
         raise ValueError("The dataset has a 'lang' column: pass lang_column='lang' (--lang_column lang) to use it, "
                          "or rename it.")
     if clashes:
-        raise ValueError(f"The dataset already has column(s) {sorted(clashes)}, which preparation writes; rename them.")
+        raise ValueError(f"The dataset already has column(s) {sorted(clashes)}, which preparation writes.")
     extra = 1 if eos_sentence else 0
     extra += 1 if begin_sentence else 0
 
@@ -240,11 +241,11 @@ def prepare_dataset(
     import datasets
 
     if isinstance(dataset, datasets.DatasetDict):
-        options = dict(tokenizer=tokenizer, text_column=text_column, lang_column=lang_column, default_lang=default_lang,
-                       max_sentences=max_sentences, add_eos=add_eos, add_begin=add_begin, eos_sentence=eos_sentence,
-                       begin_sentence=begin_sentence, batch_size=batch_size, max_target_length=max_target_length,
-                       shard_size=shard_size, skip_bad_rows=skip_bad_rows, num_proc=num_proc,
-                       progress_bar=progress_bar)  # fmt: skip
+        options = dict(tokenizer=tokenizer, text_column=text_column, lang_column=lang_column,
+                       default_lang=default_lang, max_sentences=max_sentences, add_eos=add_eos, add_begin=add_begin,
+                       eos_sentence=eos_sentence, begin_sentence=begin_sentence, batch_size=batch_size,
+                       max_target_length=max_target_length, shard_size=shard_size, skip_bad_rows=skip_bad_rows,
+                       num_proc=num_proc, progress_bar=progress_bar)  # fmt: skip
         return datasets.DatasetDict({
             name: prepare_dataset(part, model, cache_file_name=_split_cache(cache_file_name, name), **options)
             for name, part in dataset.items()

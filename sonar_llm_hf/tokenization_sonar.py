@@ -377,7 +377,7 @@ def _encode(tokenizer, texts, lang: str, max_length: int, kind: str) -> list[lis
         rows.append([lang_id, *ids, eos_id])
     if empty:
         warnings.warn(
-            f"{kind.capitalize()} text(s) {empty[:10]} hold no tokens after SentencePiece normalisation (only "
+            f"{kind.capitalize()} text(s) {empty[:10]} hold no tokens after SentencePiece normalisation (e.g. only "
             "zero-width or control characters); they are encoded as `[lang] </s>`, as fairseq2 does.",
             UserWarning,
             stacklevel=3,

@@ -21,7 +21,9 @@ def lora_config(r: int = 16, alpha: int = 32, dropout: float = 0.05, sonar_decod
     """
     from peft import LoraConfig
 
-    targets = BACKBONE_LORA_TARGETS if not sonar_decoder else f"({BACKBONE_LORA_TARGETS})|({SONAR_DECODER_LORA_TARGETS})"
+    targets = BACKBONE_LORA_TARGETS
+    if sonar_decoder:
+        targets = f"({BACKBONE_LORA_TARGETS})|({SONAR_DECODER_LORA_TARGETS})"
     return LoraConfig(
         task_type=None, r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
         modules_to_save=list(PROJECTIONS),
@@ -74,4 +76,11 @@ def unfreeze_sonar_decoder(model) -> None:
     model.sonar_decoder.train(model.training)
 
 
-__all__ = ["lora_config", "unfreeze_sonar_decoder", "resolve_mixed_precision", "save_tokenizer_callback", "BACKBONE_LORA_TARGETS", "SONAR_DECODER_LORA_TARGETS"]
+__all__ = [
+    "lora_config",
+    "unfreeze_sonar_decoder",
+    "resolve_mixed_precision",
+    "save_tokenizer_callback",
+    "BACKBONE_LORA_TARGETS",
+    "SONAR_DECODER_LORA_TARGETS",
+]

@@ -64,7 +64,8 @@ def test_prepare_dataset_embeds_and_tokenizes(sonar_llm):
     assert prepared.features["sentence_embeddings"].feature.feature.dtype == "float32"
     example = prepared[1]
     sentences = example["sentences"]
-    assert sentences[-1] == "End of sequence." and example["num_sentences"] == len(sentences) and example["lang"] == "fra_Latn"
+    assert sentences[-1] == "End of sequence." and example["num_sentences"] == len(sentences)
+    assert example["lang"] == "fra_Latn"
     expected = sonar_llm.sonar_encoder.encode(sentences, lang="fra_Latn")
     torch.testing.assert_close(torch.tensor(example["sentence_embeddings"]), expected, atol=1e-6, rtol=0)
     assert example["labels"] == encode_target(sonar_llm.tokenizer, sentences, "fra_Latn")
@@ -102,7 +103,8 @@ def test_embeddings_are_cached_and_an_interrupted_run_resumes(sonar_llm, tmp_pat
     calls.clear()
     again = prepare_dataset(raw, sonar_llm, shard_size=3, batch_size=5, progress_bar=False)
     assert calls == [] and again["labels"] == first["labels"]  # all from the cache (batch size is not a setting)
-    prepare_dataset(raw, sonar_llm, shard_size=3, max_target_length=8, progress_bar=False)
+    with pytest.warns(UserWarning, match="truncated"):  # over-long targets are cut with a warning, not silently
+        prepare_dataset(raw, sonar_llm, shard_size=3, max_target_length=8, progress_bar=False)
     assert len(calls) == 2  # a setting that changes the result is a new cache
     calls.clear()
     with torch.no_grad():
@@ -113,10 +115,12 @@ def test_embeddings_are_cached_and_an_interrupted_run_resumes(sonar_llm, tmp_pat
 
 def test_in_memory_datasets_cache_with_a_file_name(sonar_llm, tmp_path):
     raw = datasets.Dataset.from_dict({"text": DOCS[:3]})
-    first = prepare_dataset(raw, sonar_llm, cache_file_name=str(tmp_path / "cache" / "train.arrow"), progress_bar=False)
+    cache = str(tmp_path / "cache" / "train.arrow")
+    first = prepare_dataset(raw, sonar_llm, cache_file_name=cache, progress_bar=False)
     assert any(p.name.startswith("train-embed0-") for p in (tmp_path / "cache").iterdir())
     sonar_llm.sonar_encoder.encode = None  # any embedding call would now fail
-    again = prepare_dataset(raw, sonar_llm, cache_file_name=str(tmp_path / "cache" / "train.arrow"), progress_bar=False)
+    rebuilt = datasets.Dataset.from_dict({"text": DOCS[:3]})  # as a rerun would build it: same fingerprint
+    again = prepare_dataset(rebuilt, sonar_llm, cache_file_name=cache, progress_bar=False)
     assert again["labels"] == first["labels"]
 
 

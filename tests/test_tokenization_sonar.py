@@ -93,8 +93,6 @@ def test_id_layout(tokenizer, sp):
     assert all(tokenizer.convert_ids_to_tokens(k + 1) == sp.id_to_piece(k) for k in range(3, n))
     assert tokenizer.convert_tokens_to_ids(list(SONAR_LANGUAGES)) == list(range(n + 1, n + 1 + 202))
     assert tokenizer.convert_tokens_to_ids("<mask>") == n + 203 and len(tokenizer) == n + 204
-    # with NLLB-200's 256,000 pieces: eng_Latn 256047, fra_Latn 256057, <mask> 256203, 256,204 tokens (REFERENCE §1.3)
-    assert (256000 + 1 + 46, 256000 + 1 + 56, 256000 + 203, 256000 + 204) == (256047, 256057, 256203, 256204)
     assert tokenizer.legacy_behaviour is False and tokenizer.model_max_length == 514
 
 
@@ -134,8 +132,9 @@ def test_direct_tokenizer_calls(tokenizer, reloaded, sp):
     keyword arguments."""
     folder = reloaded[1]
     configured = AutoTokenizer.from_pretrained(folder, src_lang="fra_Latn", tgt_lang="deu_Latn")
-    for tok in (tokenizer, reloaded[0], configured):
-        tok.src_lang, tok.tgt_lang = "fra_Latn", "deu_Latn"
+    for tok in (configured, tokenizer, reloaded[0]):
+        if tok is not configured:
+            tok.src_lang, tok.tgt_lang = "fra_Latn", "deu_Latn"
         try:
             for text in CORPUS:
                 assert tok(text)["input_ids"] == fairseq2_ids(sp, tok, text, "fra_Latn")

@@ -133,5 +133,6 @@ def test_finetune_script_end_to_end(tiny_sonar_llm_dir, tmp_path, monkeypatch):
     assert (out / "checkpoint-3" / "tokenizer.json").exists()  # each checkpoint is a complete model folder
     model = AutoModel.from_pretrained(out)
     assert model.config.to_dict().get("eos_token_id") is None  # Trainer wrote no token ids into the config
-    out_text = model.generate("Tom had a red ball. He went to the park.", num_beams=1, max_new_sentences=1, max_length=10)
+    out_text = model.generate("Tom had a red ball. He went to the park.", num_beams=1, max_new_sentences=1,
+                              max_length=10)  # fmt: skip
     assert len(out_text.sentences[0]) == 1
