@@ -6,10 +6,11 @@
 
 --dataset is a local .jsonl/.json/.csv/.txt/.parquet file, a folder saved with `save_to_disk`, or a Hub dataset
 name (with --dataset_config). Every TrainingArguments option is accepted (--learning_rate, --eval_strategy,
---save_steps, --resume_from_checkpoint, --activation_checkpointing, --report_to ...); mixed precision is picked
-for the hardware unless you say (--precision auto|no|bf16|fp16, or --bf16/--fp16). The result (and every
-checkpoint folder) loads with `AutoModel.from_pretrained(output_dir)`; with --lora it is an adapter:
-`PeftModel.from_pretrained(AutoModel.from_pretrained(base), output_dir)`, or a merged model with --merge_lora.
+--save_steps, --resume_from_checkpoint (a folder, or "last"), --activation_checkpointing, --report_to ...);
+mixed precision is picked for the hardware unless you say (--precision auto|no|bf16|fp16, or --bf16/--fp16).
+The result (and every checkpoint folder) loads with `AutoModel.from_pretrained(output_dir)`; with --lora it is
+an adapter: `PeftModel.from_pretrained(AutoModel.from_pretrained(base), output_dir)`, or a merged model with
+--merge_lora.
 """
 
 from __future__ import annotations
@@ -151,7 +152,8 @@ def main(argv=None) -> int:
         model=model, args=training_args, train_dataset=train_set, eval_dataset=eval_set,
         data_collator=SonarLLMDataCollator(), callbacks=[save_tokenizer_callback(tokenizer)],
     )  # fmt: skip
-    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    resume = training_args.resume_from_checkpoint  # a checkpoint folder, or "last": the newest in --output_dir
+    result = trainer.train(resume_from_checkpoint=True if resume in ("last", "true", "True") else resume)
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
     if eval_set is not None:

@@ -108,8 +108,8 @@ def _report(counts: Counter, total: int) -> None:
     kept = total - sum(skipped.values())
     details = ", ".join(f"{n} {_REASONS[reason]}" for reason, n in sorted(skipped.items()))
     message = f"kept {kept} of {total} documents; skipped {details}"
-    logger.warning(message)
-    print(f"sonar_llm_hf.data: {message}")
+    print(f"sonar_llm_hf.data: {message}")  # printed, so that no skip goes unseen; logged for log files
+    logger.info(message)
 
 
 def split_documents(

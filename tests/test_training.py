@@ -136,3 +136,15 @@ def test_finetune_script_end_to_end(tiny_sonar_llm_dir, tmp_path, monkeypatch):
     out_text = model.generate("Tom had a red ball. He went to the park.", num_beams=1, max_new_sentences=1,
                               max_length=10)  # fmt: skip
     assert len(out_text.sentences[0]) == 1
+
+
+def test_mixed_precision_follows_the_hardware(tmp_path):
+    from sonar_llm_hf.training import resolve_mixed_precision
+
+    cpu = arguments(tmp_path)
+    assert resolve_mixed_precision(cpu, "auto") is cpu  # no GPU: full precision, nothing changed
+    assert resolve_mixed_precision(arguments(tmp_path, bf16=True), "auto").bf16  # an explicit choice is kept
+    forced = resolve_mixed_precision(cpu, "bf16")
+    assert forced.bf16 and not forced.fp16 and forced.mixed_precision == "bf16"
+    with pytest.raises(ValueError, match="'auto', 'no', 'bf16' or 'fp16'"):
+        resolve_mixed_precision(cpu, "fp8")
