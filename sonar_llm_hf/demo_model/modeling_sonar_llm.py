@@ -203,11 +203,14 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
         attention_mask (`torch.Tensor` of shape `(B, T)`): 1 for real sentences, 0 for padding.
         labels (`torch.LongTensor` of shape `(B, T, L)`): token ids of the same sentences, `[lang] pieces </s>`,
             padded with -100. Position t-1 predicts sentence t (the shift happens here, as in causal LMs), so
-            `labels[:, 0]` is never a target.
+            `labels[:, 0]` is never a target; set it to -100 (as `SonarLLMDataCollator` does) so that `Trainer`'s
+            token count, which covers every label, equals the number of targets.
         num_items_in_batch: target-token count of the whole accumulated batch (passed by `Trainer`); the loss is
             then a sum divided by it, so gradient accumulation equals one large batch.
         """
         self._check_inputs(sentence_embeddings, attention_mask, labels)
+        if labels is not None and use_cache is None:
+            use_cache = False  # training: Trainer only turns the cache off on the top-level config
         outputs = self.predict_next(
             sentence_embeddings, attention_mask, position_ids=position_ids, cache=cache, use_cache=use_cache, **kwargs
         )
