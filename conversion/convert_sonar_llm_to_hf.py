@@ -1,51 +1,241 @@
 """Convert a released SONAR-LLM checkpoint into a transformers folder (and optionally publish it).
 
     python conversion/convert_sonar_llm_to_hf.py --checkpoint checkpoint_step_16480.pt --sonar sonar \
-        --config SonarLLM_900M.json --output sonar-llm-900m [--dtype bfloat16] [--push-to-hub org/sonar-llm-900m]
+        --preset 900M --output sonar-llm-900m [--dtype bfloat16] \
+        [--push-to-hub org/sonar-llm-900m [--private] [--revision R] [--commit-message M]]
 
-CKPT is a reference training checkpoint (.pt with `model_state_dict`) or a Hub-layout folder (config.json +
-pytorch_model.bin). SONAR_DIR is the output of convert_sonar_to_hf.py. The backbone config comes from --config
-(the reference repo's JSON), --preset, or the folder's config.json; tensor shapes are checked against it.
+CKPT is a reference training checkpoint (.pt with `model_state_dict`, optimizer, scheduler and RNG states) or a
+Hub-layout folder (config.json with `llama_config`/`embed_dim`/`add_begin`, and pytorch_model.bin). SONAR_DIR is the
+output of convert_sonar_to_hf.py. A checkpoint's tensors do not record attention heads or head_dim, so the backbone
+config comes from --config (the reference repo's SonarLLM_*.json), --preset, or the folder's config.json; tensor
+shapes are checked against it. Weights are read with weights_only=True: a pickle that carries code is refused.
+
+The folder is written atomically and verified before the command reports success: the converted model's predicted
+embeddings equal the reference wrapper's (Llama over forward_proj, then reverse_proj) within 1e-6, and so do the
+reloaded folder's. An existing output folder is replaced only if it holds an earlier conversion of the same
+checkpoint to the same architecture and nothing else.
+
+From Python: `convert(checkpoint, sonar_dir, output, preset="900M")` returns the report printed here.
 """
 
-import argparse
-import sys
+from __future__ import annotations
 
-from sonar_llm_hf.configuration_sonar_llm import SONAR_LLM_PRESETS
-from sonar_llm_hf.conversion_sonar_llm import convert_sonar_llm
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from sonar_llm_hf.configuration_sonar_llm import SONAR_LLM_PRESETS, llama_preset
+from sonar_llm_hf.conversion_sonar_llm import backbone_config_from_reference, convert_sonar_llm
 from sonar_llm_hf.conversion_utils import ConversionError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling publish.py, also when imported from elsewhere
+from publish import PublishError, publish_folder  # noqa: E402
+
+# Settings that tensors cannot show (heads, head_dim, RoPE) or that must agree across config sources.
+BACKBONE_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "head_dim",
+                   "num_key_value_heads", "hidden_act", "rms_norm_eps", "rope_parameters", "attention_bias",
+                   "mlp_bias")  # fmt: skip
+# Everything a conversion writes: an existing output holding anything else is never replaced.
+WRITTEN_FILES = re.compile(
+    r"config\.json|generation_config\.json|README\.md|[A-Za-z0-9_]+\.py"
+    r"|model(-\d+-of-\d+)?\.safetensors|model\.safetensors\.index\.json"
+    r"|tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|[A-Za-z0-9_.-]+\.model"
+)
+CARD_SOURCE = re.compile(r"conversion of `([^`]+)`")  # written by sonar_llm_hf.model_card
+
+
+def _backbone_fields(config) -> dict:
+    return {name: getattr(config, name, None) for name in BACKBONE_FIELDS}
+
+
+def _reference_backbone(llama_config, where: str) -> dict:
+    try:
+        return _backbone_fields(backbone_config_from_reference(llama_config))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ConversionError(
+            f"The `llama_config` of {where} is not a usable Llama config ({type(error).__name__}: {error})."
+        ) from error
+
+
+def expected_backbone(checkpoint, config=None, preset: str | None = None) -> tuple[dict, int, str]:
+    """-> (backbone settings, embed_dim, where they came from), read before any weights are loaded.
+
+    A Hub-layout folder's own config.json and an explicit --config/--preset must agree on everything the tensors
+    cannot show (heads, head_dim, RoPE): a disagreement would silently build another model.
+    """
+    path = Path(checkpoint)
+    folder_config = None
+    if path.is_dir() and (path / "config.json").is_file():
+        folder_config = json.loads((path / "config.json").read_text())
+        if "llama_config" not in folder_config:
+            raise ConversionError(f"{path / 'config.json'} has no `llama_config`: not a SONAR-LLM Hub-layout folder.")
+    if config is not None:
+        try:
+            reference = json.loads(Path(config).read_text())
+        except (OSError, ValueError) as error:
+            raise ConversionError(f"Cannot read the backbone config {config}: {error}") from error
+        if "llama_config" not in reference:
+            raise ConversionError(
+                f"{config} has no `llama_config`: expected the reference repo's SonarLLM_*.json layout."
+            )
+        chosen = _reference_backbone(reference["llama_config"], str(config))
+        embed_dim, source = reference.get("embed_dim", 1024), f"--config {config}"
+    elif preset is not None:
+        if preset not in SONAR_LLM_PRESETS:
+            raise ConversionError(f"Unknown preset {preset!r}; choose one of {', '.join(SONAR_LLM_PRESETS)}.")
+        chosen, embed_dim, source = _backbone_fields(llama_preset(preset)), 1024, f"--preset {preset}"
+    elif folder_config is not None:
+        chosen = _reference_backbone(folder_config["llama_config"], str(path / "config.json"))
+        return chosen, folder_config.get("embed_dim", 1024), "the folder's config.json"
+    else:
+        raise ConversionError(
+            "A training checkpoint does not record attention heads or head_dim: pass --config SonarLLM_<size>.json "
+            f"or --preset ({', '.join(SONAR_LLM_PRESETS)})."
+        )
+    if folder_config is not None:
+        own = _reference_backbone(folder_config["llama_config"], str(path / "config.json"))
+        own_embed = folder_config.get("embed_dim", 1024)
+        differences = [f"{k}: folder {own[k]} vs {source} {chosen[k]}" for k in BACKBONE_FIELDS if own[k] != chosen[k]]
+        if own_embed != embed_dim:
+            differences.append(f"embed_dim: folder {own_embed} vs {source} {embed_dim}")
+        if differences:
+            raise ConversionError(
+                f"{source} disagrees with the config.json of {path}: {'; '.join(differences)}. "
+                "Drop the option to use the folder's own config."
+            )
+    return chosen, embed_dim, source
+
+
+def check_output(output, checkpoint, backbone: dict, embed_dim: int) -> None:
+    """Refuse an output folder holding anything but an earlier conversion of this checkpoint to this architecture."""
+    output = Path(output)
+    if not output.exists():
+        return
+    if not output.is_dir():
+        raise ConversionError(f"Output {output} exists and is not a folder.")
+    entries = sorted(p.name for p in output.iterdir())
+    if not entries:
+        return
+    config_file = output / "config.json"
+    try:
+        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    except ValueError:
+        config = {}
+    if config.get("model_type") != "sonar_llm":
+        raise ConversionError(
+            f"Output folder {output} already holds other files (a different model?): {', '.join(entries[:6])}. "
+            "Choose an empty or new folder."
+        )
+    foreign = [name for name in entries if not WRITTEN_FILES.fullmatch(name)]
+    if foreign:
+        raise ConversionError(
+            f"Output folder {output} holds files a conversion does not write ({', '.join(foreign[:6])}); "
+            "replacing the folder would delete them. Choose an empty or new folder."
+        )
+    existing = {k: config.get("llama_config", {}).get(k) for k in BACKBONE_FIELDS[:6]}
+    wanted = {k: backbone[k] for k in BACKBONE_FIELDS[:6]}
+    if existing != wanted or config.get("embed_dim") != embed_dim:
+        def shown(d):
+            return "hidden {hidden_size}, {num_hidden_layers} layers, {num_attention_heads}x{head_dim}".format(**d)
+
+        raise ConversionError(
+            f"Output folder {output} holds a different SONAR-LLM ({shown(existing)}) than this conversion "
+            f"({shown(wanted)}). Choose an empty or new folder."
+        )
+    readme = output / "README.md"
+    previous = CARD_SOURCE.search(readme.read_text()) if readme.is_file() else None
+    if previous is None or previous.group(1) != Path(checkpoint).name:
+        raise ConversionError(
+            f"Output folder {output} holds a SONAR-LLM converted from "
+            f"{previous.group(1) if previous else 'an unknown source'}, not from {Path(checkpoint).name}. "
+            "Choose an empty or new folder."
+        )
+
+
+def _use_umask_permissions(folder: Path) -> None:
+    """The staging folder is created 0700 and safetensors writes 0600: give the result the user's usual modes."""
+    mask = os.umask(0)
+    os.umask(mask)
+    folder.chmod(0o777 & ~mask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
+def convert(
+    checkpoint,
+    sonar_dir,
+    output,
+    config=None,
+    preset: str | None = None,
+    dtype: str | None = None,
+    push_to_hub: str | None = None,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    api=None,
+) -> dict:
+    """Convert, verify and write one checkpoint (see the module docstring); publish to `push_to_hub` if given.
+
+    Returns the report: output, config_source, preset (the preset the backbone matches, or None),
+    dropped_parameters, decoder_copy, trainable_parameters, total_parameters, and commit when published.
+    Raises `ConversionError` (nothing written) or `PublishError` (folder written, upload failed).
+    """
+    # 1. checks that need no weights: config sources agree, the output may be (re)written
+    backbone, embed_dim, _ = expected_backbone(checkpoint, config=config, preset=preset)
+    check_output(output, checkpoint, backbone, embed_dim)
+    # 2. convert, write atomically, verify against the reference wrapper and by reloading
+    report = convert_sonar_llm(
+        checkpoint, sonar_dir, output, config_json=config, preset=preset, dtype=dtype, repo_id=push_to_hub
+    )
+    _use_umask_permissions(Path(output))
+    # 3. publish
+    if push_to_hub:
+        report["commit"] = publish_folder(output, push_to_hub, private=private, revision=revision,
+                                          commit_message=commit_message, api=api)  # fmt: skip
+    return report
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--sonar", required=True, help="folder made by convert_sonar_to_hf.py")
+    parser.add_argument("--checkpoint", required=True, help="training checkpoint (.pt) or Hub-layout folder")
+    parser.add_argument("--sonar", required=True, help="folder made by convert_sonar_to_hf.py (encoder/, decoder/)")
     parser.add_argument("--output", required=True)
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--config", help="reference JSON: {'llama_config': {...}, 'embed_dim': 1024}")
+    source.add_argument("--config", help="the reference repo's JSON: {'llama_config': {...}, 'embed_dim': 1024}")
     source.add_argument("--preset", choices=list(SONAR_LLM_PRESETS))
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
-                        help="cast the weights (default: keep fp32)")
+                        help="cast the weights after verification (default: keep the checkpoint's fp32)")
     parser.add_argument("--push-to-hub", metavar="REPO", help="publish the folder to this Hub repository")
-    parser.add_argument("--private", action="store_true")
-    parser.add_argument("--revision", help="branch to upload to")
+    parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    parser.add_argument("--revision", help="Hub branch to upload to (created from main if missing)")
     parser.add_argument("--commit-message")
     args = parser.parse_args(argv)
+    if (args.private or args.revision or args.commit_message) and not args.push_to_hub:
+        parser.error("--private, --revision and --commit-message need --push-to-hub")
     try:
-        report = convert_sonar_llm(
-            args.checkpoint, args.sonar, args.output, config_json=args.config, preset=args.preset, dtype=args.dtype,
-            repo_id=args.push_to_hub, push_to_hub=bool(args.push_to_hub), private=args.private,
-            revision=args.revision, commit_message=args.commit_message,
-        )  # fmt: skip
+        report = convert(args.checkpoint, args.sonar, args.output, config=args.config, preset=args.preset,
+                         dtype=args.dtype, push_to_hub=args.push_to_hub, private=args.private,
+                         revision=args.revision, commit_message=args.commit_message)  # fmt: skip
     except ConversionError as error:
         print(f"convert_sonar_llm_to_hf: error: {error}", file=sys.stderr)
         return 2
-    print(f"wrote {report['output']} (verified against the reference wrapper and by reloading)")
+    except PublishError as error:
+        print(f"convert_sonar_llm_to_hf: error: {error}", file=sys.stderr)
+        return 3
+    print(f"wrote {report['output']} (predictions equal the reference wrapper's within 1e-6, also after reloading)")
     print(f"backbone config from {report['config_source']}; matches preset: {report['preset'] or 'none'}")
+    print(f"parameters: {report['trainable_parameters']:,} backbone and projectors, {report['total_parameters']:,} "
+          "with SONAR")  # fmt: skip
     print(f"dropped {report['dropped_parameters']:,} parameters of the untrained Llama token embedding/head")
     print(f"bundled SONAR decoder: {report['decoder_copy']}")
+    if report["decoder_copy"].startswith(("differs", "not comparable")):
+        print("WARNING: the checkpoint's own SONAR decoder is not SONAR_DIR's; the folder uses SONAR_DIR's decoder. "
+              "Check that SONAR_DIR holds the decoder this model was trained with.", file=sys.stderr)  # fmt: skip
     if "commit" in report:
-        print(f"published: {report['commit']}")
+        print(f"published: {getattr(report['commit'], 'commit_url', report['commit'])}")
     return 0
 
 

@@ -216,14 +216,9 @@ def convert_sonar_llm(
     preset: str | None = None,
     dtype: str | None = None,
     repo_id: str | None = None,
-    push_to_hub: bool = False,
-    private: bool = False,
-    revision: str | None = None,
-    commit_message: str | None = None,
-    api=None,
 ) -> dict:
     """Convert, write a Hub-ready folder (weights, config with auto_map, generation config, tokenizer, code, card),
-    verify it by reloading against the reference wrapper's predictions, and optionally publish it."""
+    verify it by reloading against the reference wrapper's predictions. Publishing is conversion/publish.py's job."""
     from transformers import AutoModel
 
     from .conversion_utils import atomic_output_dir, parse_dtype
@@ -259,11 +254,6 @@ def convert_sonar_llm(
         if not same:
             raise ConversionError("The written folder does not reproduce the converted model.")
     report.update(output=str(output), trainable_parameters=trainable, total_parameters=total)
-    if push_to_hub:
-        if not repo_id:
-            raise ConversionError("--push-to-hub needs a repository id.")
-        report["commit"] = publish_folder(output, repo_id, private=private, revision=revision,
-                                          commit_message=commit_message, api=api)  # fmt: skip
     return report
 
 
@@ -271,17 +261,3 @@ def _holds_sonar_llm(path: Path) -> bool:
     config = path / "config.json"
     return config.exists() and json.loads(config.read_text()).get("model_type") == "sonar_llm"
 
-
-def publish_folder(folder, repo_id: str, private: bool = False, revision: str | None = None,
-                   commit_message: str | None = None, api=None):
-    """Create the repo (and branch) if needed and upload the folder in one commit."""
-    from huggingface_hub import HfApi
-
-    api = api or HfApi()
-    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    if revision:
-        api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
-    return api.upload_folder(
-        folder_path=str(folder), repo_id=repo_id, repo_type="model", revision=revision,
-        commit_message=commit_message or f"Upload {repo_id} converted with sonar-llm-hf",
-    )  # fmt: skip
