@@ -1,5 +1,6 @@
 """SonarTextEncoder / SonarTextDecoder behaviour on tiny real models (parity with fairseq2 is in test_parity_sonar)."""
 
+import copy
 import warnings
 
 import pytest
@@ -138,3 +139,98 @@ def test_save_and_auto_load(tiny_sonar_encoder, tiny_sonar_decoder, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         AutoModel.from_pretrained(tmp_path / "SonarTextDecoder")
+
+
+# -- inference shortcuts: each gives what the plain computation gives ------------------------------------------------
+
+
+def _plain_cross_attention_copy(decoder):
+    """The same weights with M2M100's own cross-attention (queries, softmax over the one key)."""
+    from transformers.models.m2m_100.modeling_m2m_100 import M2M100Attention
+
+    plain = copy.deepcopy(decoder)
+    for layer in plain.decoder.layers:
+        layer.encoder_attn.__class__ = M2M100Attention
+    return plain
+
+
+def test_one_vector_cross_attention_equals_full_attention(tiny_sonar_decoder, tiny_sonar_encoder):
+    embeddings = tiny_sonar_encoder.encode(SENTENCES)
+    labels = tiny_sonar_decoder.tokenizer(text_target=SENTENCES, padding=True, return_tensors="pt")["input_ids"]
+    plain = _plain_cross_attention_copy(tiny_sonar_decoder)
+    ours = tiny_sonar_decoder(sentence_embeddings=embeddings, labels=labels)
+    expected = plain(sentence_embeddings=embeddings, labels=labels)
+    torch.testing.assert_close(ours.logits, expected.logits, rtol=0, atol=1e-6)
+    # with the KV cache (the cross-attention result is cached once), and in every decoding mode
+    prompt = tiny_sonar_decoder.decoder_prompt(3, "eng_Latn")
+    for settings in (dict(num_beams=1), dict(num_beams=4)):
+        ids = tiny_sonar_decoder.generate(sentence_embeddings=embeddings, decoder_input_ids=prompt, max_length=12, **settings)
+        same = plain.generate(sentence_embeddings=embeddings, decoder_input_ids=prompt, max_length=12, **settings)
+        assert torch.equal(ids, same)
+    assert tiny_sonar_decoder.decode(embeddings, max_length=12) == plain.decode(embeddings, max_length=12)
+    # gradients reach the embeddings through the shortcut as through full attention
+    grads = []
+    for model in (tiny_sonar_decoder, plain):
+        inputs = embeddings.clone().requires_grad_()
+        model(sentence_embeddings=inputs, labels=labels).loss.backward()
+        grads.append(inputs.grad)
+        model.zero_grad()
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-6)
+
+
+def test_cross_attention_dropout_in_training_takes_the_full_path(tiny_sonar_decoder, tiny_sonar_encoder):
+    """Dropout can drop the single attention weight: training with attention dropout must not take the shortcut."""
+    embeddings = tiny_sonar_encoder.encode(SENTENCES)
+    labels = tiny_sonar_decoder.tokenizer(text_target=SENTENCES, padding=True, return_tensors="pt")["input_ids"]
+    decoder = copy.deepcopy(tiny_sonar_decoder).train()
+    plain = _plain_cross_attention_copy(decoder).train()
+    for model in (decoder, plain):
+        for layer in model.decoder.layers:
+            layer.encoder_attn.dropout = 0.5
+        model.config.dropout = model.config.activation_dropout = 0.0
+    torch.manual_seed(0)
+    ours = decoder(sentence_embeddings=embeddings, labels=labels).logits
+    torch.manual_seed(0)
+    expected = plain(sentence_embeddings=embeddings, labels=labels).logits
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-6)
+
+
+def test_decode_shortcuts_give_the_reference_search_tokens(tiny_sonar_decoder, tiny_sonar_encoder):
+    """Per-beam pruning and oneDNN products pick exactly what fairseq2's full top-k with torch's products picks."""
+    from sonar_llm_hf.generation_sonar_text import fairseq2_beam_search
+    from sonar_llm_hf.tokenization_sonar import suppressed_token_ids
+
+    decoder = tiny_sonar_decoder
+    embeddings = tiny_sonar_encoder.encode(SENTENCES * 3) + 0.1 * torch.randn(9, 16, generator=torch.Generator().manual_seed(0))
+    prompt = decoder.decoder_prompt(len(embeddings), "eng_Latn")
+    suppress = suppressed_token_ids(decoder.tokenizer, decoder.config.vocab_size)
+    reference = fairseq2_beam_search(decoder, embeddings, prompt, max_length=14, suppress_ids=suppress, prune_rows=False)
+    pruned = fairseq2_beam_search(decoder, embeddings, prompt, max_length=14, suppress_ids=suppress)
+    assert pruned[0] == reference[0]
+    torch.testing.assert_close(torch.tensor(pruned[1]), torch.tensor(reference[1]), rtol=0, atol=1e-6)
+    fast = decoder.decode(embeddings, max_length=14, return_token_ids=True)
+    slow = decoder.decode(embeddings, max_length=14, return_token_ids=True, fast_cpu_kernels=False)
+    assert fast == slow and fast[1] == reference[0]
+
+
+def test_onednn_linears_are_scoped_and_close_to_torch(tiny_sonar_decoder):
+    from sonar_llm_hf.onednn_linear import onednn_applies, onednn_linears
+
+    linear = tiny_sonar_decoder.lm_head
+    inputs = torch.randn(7, 1, 16)
+    expected = linear(inputs)
+    assert onednn_applies(tiny_sonar_decoder)  # fp32 on CPU, as CI runs
+    with torch.no_grad(), onednn_linears(tiny_sonar_decoder):
+        assert "forward" in linear.__dict__
+        torch.testing.assert_close(linear(inputs), expected, rtol=1e-6, atol=1e-6)
+    assert "forward" not in linear.__dict__  # restored on exit
+    # inside the context, anything that needs a gradient keeps torch's differentiable path
+    with onednn_linears(tiny_sonar_decoder):
+        leaf = inputs.clone().requires_grad_()
+        linear(leaf).sum().backward()
+    assert leaf.grad is not None
+    # other dtypes are left alone
+    half = copy.deepcopy(tiny_sonar_decoder).to(torch.bfloat16)
+    assert not onednn_applies(half)
+    with onednn_linears(half):
+        assert "forward" not in half.lm_head.__dict__

@@ -12,8 +12,9 @@ import sonar_llm_hf
 
 PACKAGE = Path(sonar_llm_hf.__file__).parent
 MODEL_FILES = [
-    "configuration_sonar_llm.py", "configuration_sonar_text.py", "generation_sonar_llm.py", "modeling_sonar_llm.py",
-    "modeling_sonar_text.py", "splitting_sonar_llm.py", "tokenization_sonar.py",
+    "configuration_sonar_llm.py", "configuration_sonar_text.py", "generation_sonar_llm.py", "generation_sonar_text.py",
+    "modeling_sonar_llm.py", "modeling_sonar_text.py", "onednn_linear.py", "splitting_sonar_llm.py",
+    "tokenization_sonar.py",
 ]  # fmt: skip
 
 # Run in a child interpreter where importing the package fails, offline, from an unrelated directory.
@@ -91,3 +92,16 @@ print(json.dumps({{"module": type(model).__module__, "sentences": out.sentences,
     expected = sonar_llm(embeddings[None]).predicted_embeddings
     torch.testing.assert_close(torch.tensor(remote["predicted"]), expected, rtol=0, atol=1e-6)
 
+
+
+def test_packaged_demo_model_code_is_the_package_code():
+    """The offline demo folder carries remote code: it must be today's modules, with everything they import."""
+    import re
+
+    demo = PACKAGE / "demo_model"
+    copied = sorted(demo.glob("*.py"))
+    assert copied
+    for module in copied:
+        assert module.read_text() == (PACKAGE / module.name).read_text(), f"re-copy {module.name} into demo_model/"
+        for name in re.findall(r"^from \.(\w+) import", module.read_text(), flags=re.MULTILINE):
+            assert (demo / f"{name}.py").is_file(), f"{module.name} imports .{name}, missing from demo_model/"

@@ -21,8 +21,10 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import GenerationMixin
+from transformers.cache_utils import EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling, Seq2SeqLMOutput
 from transformers.models.m2m_100.modeling_m2m_100 import (
+    M2M100Attention,
     M2M100Decoder,
     M2M100Encoder,
     M2M100PreTrainedModel,
@@ -32,6 +34,7 @@ from transformers.utils import logging
 
 from .configuration_sonar_text import SonarTextDecoderConfig, SonarTextEncoderConfig
 from .generation_sonar_text import fairseq2_beam_search
+from .onednn_linear import onednn_linears
 from .tokenization_sonar import (
     check_language,
     decode_ids,
@@ -261,6 +264,37 @@ class SonarSentenceMemory(nn.Module):
         return BaseModelOutput(last_hidden_state=sentence_embeddings.unsqueeze(1))  # (N, d) -> (N, 1, d)
 
 
+class SonarSentenceCrossAttention(M2M100Attention):
+    """Cross-attention to a one-vector memory, computed without queries.
+
+    With a single key, softmax gives it weight exactly 1, so the output is `out_proj(v_proj(memory))` for every
+    target position: the same numbers as full attention, without the query projection and the attention itself
+    (about 9% of a decoder layer's products). The result is computed once per memory and kept in the cache's
+    cross-attention slot. Longer memories, masks and attention dropout in training take M2M100's own path.
+    """
+
+    def forward(self, hidden_states, key_value_states=None, cache=None, attention_mask=None, **kwargs):
+        single = (
+            key_value_states is not None
+            and key_value_states.shape[1] == 1
+            and attention_mask is None
+            and (not self.training or self.dropout == 0)
+        )
+        if not single:
+            return super().forward(hidden_states, key_value_states, cache=cache, attention_mask=attention_mask, **kwargs)
+        cross_cache = cache.cross_attention_cache if isinstance(cache, EncoderDecoderCache) else None
+        if cross_cache is not None and cache.is_updated.get(self.layer_idx):
+            output = cross_cache.layers[self.layer_idx].keys[:, 0]  # (N, 1, d)
+        else:
+            output = self.out_proj(self.v_proj(key_value_states))  # (N, 1, d)
+            if cross_cache is not None:
+                cross_cache.update(output.unsqueeze(1), output.unsqueeze(1), self.layer_idx)
+                cache.is_updated[self.layer_idx] = True
+        batch, length = hidden_states.shape[:2]
+        weights = hidden_states.new_ones(1, 1, 1, 1).expand(batch, self.num_heads, length, 1)
+        return output.expand(batch, length, output.shape[-1]), weights
+
+
 class SonarTextDecoder(SonarTextPreTrainedModel, GenerationMixin):
     r"""
     SONAR text decoder: turns sentence embeddings back into text.
@@ -284,6 +318,11 @@ class SonarTextDecoder(SonarTextPreTrainedModel, GenerationMixin):
     def __init__(self, config: SonarTextDecoderConfig):
         super().__init__(config)
         self.decoder = M2M100Decoder(config)
+        for index, layer in enumerate(self.decoder.layers):
+            layer.encoder_attn = SonarSentenceCrossAttention(
+                config.d_model, config.decoder_attention_heads, dropout=config.attention_dropout, is_decoder=True,
+                config=config, layer_idx=index,
+            )  # fmt: skip
         self.memory = SonarSentenceMemory(config.d_model)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.post_init()
@@ -391,6 +430,7 @@ class SonarTextDecoder(SonarTextPreTrainedModel, GenerationMixin):
         beam_search: str = "fairseq2",
         return_token_ids: bool = False,
         progress_bar: bool | None = None,
+        fast_cpu_kernels: bool = True,
         **generate_kwargs,
     ) -> list[str] | tuple[list[str], list[list[int]]]:
         """Decode (N, d) embeddings into N sentences in `lang`.
@@ -400,7 +440,9 @@ class SonarTextDecoder(SonarTextPreTrainedModel, GenerationMixin):
         `generate`), length penalty 1, `max_length` positions counting the `[</s>, lang]` prompt, `</s>` forced at
         the last one. Greedy decoding and sampling (`do_sample=True`, `temperature`, `top_p`, ...) use
         `generate`. Ids the tokenizer cannot turn into text (padding, `<mask>`, rows past its vocabulary) are never
-        generated. With `return_token_ids=True`, also returns the generated ids after the prompt.
+        generated. With `return_token_ids=True`, also returns the generated ids after the prompt. On CPU in fp32 the
+        matrix products use oneDNN (`fast_cpu_kernels`, see `onednn_linear.py`): same sums in another order, faster
+        for the few rows of a beam search.
         """
         tokenizer = self._tokenizer_or_raise(tokenizer)
         if beam_search not in ("fairseq2", "transformers"):
@@ -437,13 +479,14 @@ class SonarTextDecoder(SonarTextPreTrainedModel, GenerationMixin):
         for start in logging.tqdm(batches, desc="SONAR decode", disable=not progress_bar):
             chunk = embeddings[start : start + batch_size]
             prompt = self.decoder_prompt(chunk.shape[0], lang, tokenizer)
-            if use_fairseq2:
-                new_tokens, _ = fairseq2_beam_search(
-                    self, chunk, prompt, beam_size=num_beams, max_length=max_length, suppress_ids=suppress
-                )
-            else:
-                output = self.generate(sentence_embeddings=chunk, decoder_input_ids=prompt, **settings)
-                new_tokens = output[:, prompt.shape[1] :].tolist()
+            with onednn_linears(self, enabled=fast_cpu_kernels):
+                if use_fairseq2:
+                    new_tokens, _ = fairseq2_beam_search(
+                        self, chunk, prompt, beam_size=num_beams, max_length=max_length, suppress_ids=suppress
+                    )
+                else:
+                    output = self.generate(sentence_embeddings=chunk, decoder_input_ids=prompt, **settings)
+                    new_tokens = output[:, prompt.shape[1] :].tolist()
             new_tokens = [_strip_padding(row, self.config.pad_token_id, self.config.eos_token_id) for row in new_tokens]
             texts.extend(decode_ids(tokenizer, new_tokens))
             generated.extend(new_tokens)
