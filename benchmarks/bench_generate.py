@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--reference-prompts", type=int, default=2)
-    parser.add_argument("--sentences", type=int, default=2, help="sentences generated per prompt")
+    parser.add_argument("--sentences", type=int, default=4, help="sentences generated per prompt")
     parser.add_argument("--tokens", type=int, default=25, help="tokens per generated sentence, </s> included")
     parser.add_argument("--num-beams", type=int, default=5)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")

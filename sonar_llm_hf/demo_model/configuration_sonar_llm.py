@@ -101,7 +101,7 @@ class SonarLLMConfig(PreTrainedConfig):
         mse_weight (`float`, defaults to 1.0): weight of the MSE term in "ce+mse".
         duplicate_final_eos_target (`bool`, defaults to False): reproduce the reference training script's extra
             `</s>` -> `</s>` target at the end of every sentence (off by default: it is a quirk, not the paper's loss).
-        ce_chunk_size (`int`, defaults to 1024): target tokens per chunk of the 256k-vocabulary projection (1 GiB of
+        ce_chunk_size (`int`, defaults to 256): target tokens per chunk of the 256k-vocabulary projection (256 MiB of
             fp32 logits at full size), and per checkpointed group of sentences through the frozen decoder.
         train_sonar_decoder (`bool`, defaults to False): unfreeze the SONAR decoder (the paper's v2 ablation).
 
@@ -131,7 +131,7 @@ class SonarLLMConfig(PreTrainedConfig):
     loss_type: str = "ce"
     mse_weight: float = 1.0
     duplicate_final_eos_target: bool = False
-    ce_chunk_size: int = 1024
+    ce_chunk_size: int = 256
     train_sonar_decoder: bool = False
     tie_word_embeddings: bool = False
 

@@ -279,25 +279,20 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
         decoder_input = torch.cat([start, token_labels[:, :-1]], dim=1)  # shift right
         decoder_input = decoder_input.masked_fill(decoder_input == -100, self.sonar_decoder.config.pad_token_id)
         pred = pred.to(self.sonar_decoder.dtype)
-        if not (self._checkpoints_frozen_decoder() and torch.is_grad_enabled()):
-            return self._sentence_cross_entropy(pred, decoder_input, token_labels)
-        # The frozen decoder runs in eval mode, where its layers never checkpoint themselves. Checkpoint it in
-        # groups of sentences instead: backward then holds one group's activations, not the whole batch's.
-        group = max(1, self.config.ce_chunk_size // decoder_input.shape[1])
-        total, count = pred.new_zeros((), dtype=torch.float32), token_labels.new_zeros(())
-        for start in range(0, pred.shape[0], group):
-            rows = slice(start, start + group)
-            part, n = checkpoint(
-                self._sentence_cross_entropy, pred[rows], decoder_input[rows], token_labels[rows], use_reentrant=False
-            )
-            total, count = total + part, count + n
-        return total, count
-
-    def _sentence_cross_entropy(self, pred, decoder_input, token_labels):
-        hidden = self.sonar_decoder.decoder_hidden_states(pred, decoder_input)  # (N, L, d)
-        return chunked_token_cross_entropy(
-            hidden, self.sonar_decoder.lm_head.weight, token_labels, chunk_size=self.config.ce_chunk_size
-        )
+        decoder = self.sonar_decoder
+        if self._checkpoints_frozen_decoder() and torch.is_grad_enabled():
+            # The frozen decoder runs in eval mode, where its layers never checkpoint themselves. Checkpoint it in
+            # groups of sentences instead: backward then holds one group's activations, not the whole batch's. The
+            # cross-entropy stays outside: it keeps only its gradients (`chunked_token_cross_entropy`).
+            group = max(1, self.config.ce_chunk_size // decoder_input.shape[1])
+            hidden = torch.cat([
+                checkpoint(decoder.decoder_hidden_states, pred[i : i + group], decoder_input[i : i + group],
+                           use_reentrant=False)
+                for i in range(0, pred.shape[0], group)
+            ])  # fmt: skip
+        else:
+            hidden = decoder.decoder_hidden_states(pred, decoder_input)  # (N, L, d)
+        return chunked_token_cross_entropy(hidden, decoder.lm_head.weight, token_labels, chunk_size=self.config.ce_chunk_size)
 
     def _checkpoints_frozen_decoder(self) -> bool:
         """Activation checkpointing is on and the SONAR decoder is frozen (so its own layers will not do it)."""
