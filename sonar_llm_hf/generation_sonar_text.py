@@ -14,6 +14,12 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, EncoderDecoderCache
 
+from .onednn_linear import linear
+
+# Vocabulary rows projected at a time when scoring a step: a chunk of logits for 80 hypotheses (5 MB) stays in cache
+# while it is reduced, instead of writing and re-reading 80 MB of logits.
+VOCAB_CHUNK = 16384
+
 
 class BeamSearchCacheLayer(DynamicLayer):
     """Self-attention keys and values in buffers allocated once per search.
@@ -90,7 +96,7 @@ def fairseq2_beam_search(
     # fairseq2 never allows padding; we also block ids the tokenizer cannot decode (filled as runs of ids: the rows
     # past the tokenizer are one slice).
     blocked = _runs(sorted(set(suppress_ids or []) | {config.pad_token_id}))
-    candidates_per_row = min(2 * beam_size, config.vocab_size) if prune_rows else config.vocab_size
+    candidates_per_row = min(2 * beam_size, config.vocab_size)
 
     seqs = torch.zeros(num_inputs, max_seq_len, dtype=torch.long, device=device)
     seqs[:, :prompt_len] = prompt
@@ -103,6 +109,40 @@ def fairseq2_beam_search(
         logits = decoder(decoder_input_ids=tokens, encoder_outputs=(memory,), cache=cache, use_cache=True).logits
         return torch.log_softmax(logits.float(), dim=-1)  # (rows, T, V)
 
+    def adjust(logits: torch.Tensor, start: int) -> None:
+        """fairseq2's constraints on log-probs, applied to the chunk of logits for ids start..start + width."""
+        stop = start + logits.shape[1]
+        if start <= unk < stop:
+            logits[:, unk - start] -= unk_penalty
+        for first, last in blocked:
+            if first < stop and last > start:
+                logits[:, max(first, start) - start : min(last, stop) - start] = -torch.inf
+
+    def best_next_tokens(tokens: torch.LongTensor, k: int, forced: int | None):
+        """Each row's k best next tokens and their log-probs, projecting the vocabulary chunk by chunk."""
+        hidden = decoder.decoder(input_ids=tokens, encoder_hidden_states=memory, cache=cache, use_cache=True)
+        hidden = hidden.last_hidden_state[:, -1]  # (rows, d)
+        weight = decoder.lm_head.weight
+        maxes, sums, values, ids = [], [], [], []
+        for start in range(0, weight.shape[0], VOCAB_CHUNK):
+            logits = linear(hidden, weight[start : start + VOCAB_CHUNK]).float()  # (rows, chunk)
+            top = logits.amax(-1, keepdim=True)
+            maxes.append(top)
+            sums.append((logits - top).exp_().sum(-1, keepdim=True))
+            if forced is None:
+                adjust(logits, start)
+                value, index = torch.topk(logits, k=min(k, logits.shape[1]), dim=-1)
+                values.append(value)
+                ids.append(index + start)
+            elif start <= forced < start + logits.shape[1]:
+                values.append(logits[:, forced - start : forced - start + 1])
+                ids.append(torch.full_like(values[-1], forced, dtype=torch.long))
+        maxes = torch.cat(maxes, dim=-1)
+        overall = maxes.amax(-1, keepdim=True)
+        log_norm = overall + torch.log((torch.cat(sums, dim=-1) * (maxes - overall).exp()).sum(-1, keepdim=True))
+        value, index = torch.topk(torch.cat(values, dim=-1), k=min(k, sum(v.shape[1] for v in values)), dim=-1)
+        return value - log_norm, torch.cat(ids, dim=-1).gather(1, index)
+
     # 1. prefill: score the forced prompt tokens (fairseq2 counts log p(lang | </s>) in every hypothesis)
     lprobs = next_log_probs(seqs[:, : prompt_len - 1])
     scores = lprobs.gather(-1, seqs[:, 1:prompt_len].unsqueeze(-1)).squeeze(-1).cumsum(-1)
@@ -114,17 +154,15 @@ def fairseq2_beam_search(
     for step in range(prompt_len, max_seq_len):
         # 2. next-token log-probs with fairseq2's constraints, then each row's best 2 x beam tokens: the best
         #    2 x beam candidates of an input over all its beams are among them (a beam adds one score to a row)
-        lprobs = next_log_probs(seqs[:, step - 1 : step])[:, -1]  # (rows, V)
-        if step == max_seq_len - 1:
-            row_scores = lprobs[:, eos : eos + 1]
-            row_tokens = torch.full_like(row_scores, eos, dtype=torch.long)
-        else:
-            lprobs[:, unk] -= unk_penalty
-            for start, stop in blocked:
-                lprobs[:, start:stop] = -torch.inf
-            if prune_rows:
-                row_scores, row_tokens = torch.topk(lprobs, k=candidates_per_row, dim=-1)
+        last = step == max_seq_len - 1
+        if prune_rows:
+            row_scores, row_tokens = best_next_tokens(seqs[:, step - 1 : step], candidates_per_row, eos if last else None)
+        else:  # fairseq2's way: full log-probs, top-k over all beams x vocabulary
+            lprobs = next_log_probs(seqs[:, step - 1 : step])[:, -1]  # (rows, V)
+            if last:
+                row_scores, row_tokens = lprobs[:, eos : eos + 1], torch.full_like(lprobs[:, :1], eos, dtype=torch.long)
             else:
+                adjust(lprobs, 0)
                 row_scores, row_tokens = lprobs, torch.arange(config.vocab_size, device=device).expand_as(lprobs)
         row_scores = row_scores + step_scores[:, step - 1 : step]
         # 3. per input: best 2 x beam candidates; `</s>` among the first `beam` ends a hypothesis

@@ -10,6 +10,7 @@ oneDNN while it is active, for tensors that need no gradient. The products are t
 from __future__ import annotations
 
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from torch import nn
@@ -29,8 +30,8 @@ def onednn_applies(module: nn.Module) -> bool:
     return weight is not None and weight.device.type == "cpu" and weight.dtype == torch.float32 and _onednn_op() is not None
 
 
-def _linear_forward(linear: nn.Linear, op):
-    weight, bias = linear.weight, linear.bias
+def _linear_forward(layer: nn.Linear, op):
+    weight, bias = layer.weight, layer.bias
 
     def forward(inputs: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and (inputs.requires_grad or weight.requires_grad):
@@ -40,6 +41,17 @@ def _linear_forward(linear: nn.Linear, op):
     return forward
 
 
+_active = ContextVar("onednn_linears_active", default=False)
+
+
+def linear(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`F.linear`, through oneDNN inside an active `onednn_linears` context (for products outside any module)."""
+    op = _onednn_op() if _active.get() else None
+    if op is None or torch.is_grad_enabled() or weight.device.type != "cpu" or weight.dtype != torch.float32:
+        return nn.functional.linear(inputs, weight, bias)
+    return op(inputs, weight, bias, "none", [], "")
+
+
 @contextmanager
 def onednn_linears(module: nn.Module, enabled: bool = True):
     """While active, `module`'s `nn.Linear` layers multiply with oneDNN (CPU, fp32, no gradient); else a no-op."""
@@ -47,11 +59,13 @@ def onednn_linears(module: nn.Module, enabled: bool = True):
     if not enabled or not onednn_applies(module):
         yield
         return
+    token = _active.set(True)
     linears = [m for m in module.modules() if isinstance(m, nn.Linear) and "forward" not in m.__dict__]
-    for linear in linears:
-        linear.forward = _linear_forward(linear, op)  # an instance attribute shadows nn.Linear.forward
+    for layer in linears:
+        layer.forward = _linear_forward(layer, op)  # an instance attribute shadows nn.Linear.forward
     try:
         yield
     finally:
-        for linear in linears:
-            del linear.forward
+        _active.reset(token)
+        for layer in linears:
+            del layer.forward
