@@ -234,3 +234,15 @@ def test_onednn_linears_are_scoped_and_close_to_torch(tiny_sonar_decoder):
     assert not onednn_applies(half)
     with onednn_linears(half):
         assert "forward" not in half.lm_head.__dict__
+
+
+@pytest.mark.parametrize(
+    "settings", [dict(num_beams=1), dict(num_beams=4, beam_search="transformers"), dict(do_sample=True, top_p=0.9)]
+)
+def test_onednn_products_keep_every_decoding_mode(tiny_sonar_decoder, tiny_sonar_encoder, settings):
+    embeddings = tiny_sonar_encoder.encode(SENTENCES)
+    torch.manual_seed(0)
+    fast = tiny_sonar_decoder.decode(embeddings, max_length=12, return_token_ids=True, **settings)
+    torch.manual_seed(0)
+    slow = tiny_sonar_decoder.decode(embeddings, max_length=12, return_token_ids=True, fast_cpu_kernels=False, **settings)
+    assert fast == slow
