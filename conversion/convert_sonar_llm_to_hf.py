@@ -27,8 +27,8 @@ import re
 import sys
 from pathlib import Path
 
-from sonar_llm_hf.configuration_sonar_llm import SONAR_LLM_PRESETS, llama_preset
-from sonar_llm_hf.conversion_sonar_llm import backbone_config_from_reference, convert_sonar_llm
+from sonar_llm_hf.configuration_sonar_llm import SONAR_LLM_PRESETS
+from sonar_llm_hf.conversion_sonar_llm import convert_sonar_llm, resolve_backbone
 from sonar_llm_hf.conversion_utils import ConversionError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling publish.py, also when imported from elsewhere
@@ -51,15 +51,6 @@ def _backbone_fields(config) -> dict:
     return {name: getattr(config, name, None) for name in BACKBONE_FIELDS}
 
 
-def _reference_backbone(llama_config, where: str) -> dict:
-    try:
-        return _backbone_fields(backbone_config_from_reference(llama_config))
-    except (KeyError, TypeError, ValueError) as error:
-        raise ConversionError(
-            f"The `llama_config` of {where} is not a usable Llama config ({type(error).__name__}: {error})."
-        ) from error
-
-
 def expected_backbone(checkpoint, config=None, preset: str | None = None) -> tuple[dict, int, str]:
     """-> (backbone settings, embed_dim, where they came from), read before any weights are loaded.
 
@@ -72,32 +63,11 @@ def expected_backbone(checkpoint, config=None, preset: str | None = None) -> tup
         folder_config = json.loads((path / "config.json").read_text())
         if "llama_config" not in folder_config:
             raise ConversionError(f"{path / 'config.json'} has no `llama_config`: not a SONAR-LLM Hub-layout folder.")
-    if config is not None:
-        try:
-            reference = json.loads(Path(config).read_text())
-        except (OSError, ValueError) as error:
-            raise ConversionError(f"Cannot read the backbone config {config}: {error}") from error
-        if "llama_config" not in reference:
-            raise ConversionError(
-                f"{config} has no `llama_config`: expected the reference repo's SonarLLM_*.json layout."
-            )
-        chosen = _reference_backbone(reference["llama_config"], str(config))
-        embed_dim, source = reference.get("embed_dim", 1024), f"--config {config}"
-    elif preset is not None:
-        if preset not in SONAR_LLM_PRESETS:
-            raise ConversionError(f"Unknown preset {preset!r}; choose one of {', '.join(SONAR_LLM_PRESETS)}.")
-        chosen, embed_dim, source = _backbone_fields(llama_preset(preset)), 1024, f"--preset {preset}"
-    elif folder_config is not None:
-        chosen = _reference_backbone(folder_config["llama_config"], str(path / "config.json"))
-        return chosen, folder_config.get("embed_dim", 1024), "the folder's config.json"
-    else:
-        raise ConversionError(
-            "A training checkpoint does not record attention heads or head_dim: pass --config SonarLLM_<size>.json "
-            f"or --preset ({', '.join(SONAR_LLM_PRESETS)})."
-        )
-    if folder_config is not None:
-        own = _reference_backbone(folder_config["llama_config"], str(path / "config.json"))
-        own_embed = folder_config.get("embed_dim", 1024)
+    backbone, embed_dim, source = resolve_backbone(config, preset, folder_config)
+    chosen = _backbone_fields(backbone)
+    if folder_config is not None and (config is not None or preset is not None):
+        own_backbone, own_embed, _ = resolve_backbone(hub_config=folder_config)
+        own = _backbone_fields(own_backbone)
         differences = [f"{k}: folder {own[k]} vs {source} {chosen[k]}" for k in BACKBONE_FIELDS if own[k] != chosen[k]]
         if own_embed != embed_dim:
             differences.append(f"embed_dim: folder {own_embed} vs {source} {embed_dim}")

@@ -83,6 +83,40 @@ def backbone_config_from_reference(llama_config: dict) -> SonarLLMBackboneConfig
     return SonarLLMBackboneConfig(**settings, vocab_size=1, tie_word_embeddings=False)
 
 
+def resolve_backbone(config_json=None, preset: str | None = None, hub_config: dict | None = None):
+    """-> (backbone config, embed_dim, where it came from): `--config`, else `--preset`, else the Hub folder's own.
+
+    A checkpoint's tensors do not record attention heads or head_dim, so one of the three is required.
+    """
+    if config_json is not None:
+        try:
+            reference = json.loads(Path(config_json).read_text())
+        except (OSError, ValueError) as error:
+            raise ConversionError(f"Cannot read the backbone config {config_json}: {error}") from error
+        if "llama_config" not in reference:
+            raise ConversionError(
+                f"{config_json} has no `llama_config`: expected the reference repo's SonarLLM_*.json layout."
+            )
+        source, llama_config, embed_dim = f"--config {config_json}", reference["llama_config"], reference.get("embed_dim", 1024)
+    elif preset is not None:
+        if preset not in SONAR_LLM_PRESETS:
+            raise ConversionError(f"Unknown preset {preset!r}; choose one of {', '.join(SONAR_LLM_PRESETS)}.")
+        return llama_preset(preset), 1024, f"--preset {preset}"
+    elif hub_config is not None:
+        source, llama_config, embed_dim = "the folder's config.json", hub_config["llama_config"], hub_config.get("embed_dim", 1024)
+    else:
+        raise ConversionError(
+            "A training checkpoint does not record attention heads or head_dim: pass --config SonarLLM_<size>.json "
+            f"or --preset ({', '.join(SONAR_LLM_PRESETS)})."
+        )
+    try:
+        return backbone_config_from_reference(llama_config), embed_dim, source
+    except (KeyError, TypeError, ValueError) as error:
+        raise ConversionError(
+            f"The `llama_config` of {source} is not a usable Llama config ({type(error).__name__}: {error})."
+        ) from error
+
+
 def matching_preset(config: SonarLLMBackboneConfig) -> str | None:
     for name, preset in SONAR_LLM_PRESETS.items():
         if all(getattr(config, k) == v for k, v in preset.items()):
@@ -119,25 +153,18 @@ def build_sonar_llm(
     config_json=None,
     preset: str | None = None,
     add_begin: bool | None = None,
+    source: tuple[dict, dict | None] | None = None,
 ) -> tuple["SonarLLMForCausalSentenceModeling", dict]:  # noqa: F821
-    """Assemble the HF model from a reference checkpoint and a converted SONAR folder; returns it and a report."""
+    """Assemble the HF model from a reference checkpoint and a converted SONAR folder; returns it and a report.
+
+    `source` is `read_source(checkpoint)` when the caller already holds it (a training checkpoint can be gigabytes).
+    """
     from .modeling_sonar_llm import SonarLLMForCausalSentenceModeling
     from .modeling_sonar_text import SonarTextDecoder, SonarTextEncoder
 
-    state, hub_config = read_source(checkpoint)
+    state, hub_config = read_source(checkpoint) if source is None else source
     # 1. backbone config: --config, --preset, or the Hub folder's config.json
-    sources = [s for s in (config_json, preset, hub_config) if s is not None]
-    if not sources:
-        raise ConversionError("A checkpoint does not record attention heads or head_dim: pass --config or --preset.")
-    if config_json is not None:
-        reference = json.loads(Path(config_json).read_text())
-        source, backbone = str(config_json), backbone_config_from_reference(reference["llama_config"])
-        embed_dim = reference.get("embed_dim", 1024)
-    elif preset is not None:
-        source, backbone, embed_dim = f"--preset {preset}", llama_preset(preset), 1024
-    else:
-        source, backbone = "the folder's config.json", backbone_config_from_reference(hub_config["llama_config"])
-        embed_dim = hub_config.get("embed_dim", 1024)
+    backbone, embed_dim, source = resolve_backbone(config_json, preset, hub_config)
     if add_begin is None:
         add_begin = bool((hub_config or {}).get("add_begin", False))
     check_backbone_shapes(state, backbone, embed_dim, source)
@@ -224,8 +251,9 @@ def convert_sonar_llm(
     from .conversion_utils import atomic_output_dir, parse_dtype
     from .model_card import build_model_card
 
-    model, report = build_sonar_llm(checkpoint, sonar_dir, config_json=config_json, preset=preset)
-    state, _ = read_source(checkpoint)
+    source = read_source(checkpoint)
+    model, report = build_sonar_llm(checkpoint, sonar_dir, config_json=config_json, preset=preset, source=source)
+    state = source[0]
     # 1. the converted model computes what the reference wrapper computes (fp32, before any cast)
     probe = torch.randn(2, 5, model.config.embed_dim, generator=torch.Generator().manual_seed(0)) * 0.05
     expected = reference_predictions(state, model.config.llama_config, probe)

@@ -300,7 +300,7 @@ def test_config_sources_must_agree(sonar_dir, reference_state, tmp_path):
         cli.convert(folder, sonar_dir, tmp_path / "out", config=tmp_path / "other.json")
     with pytest.raises(ConversionError, match=r"--preset 100M disagrees.*hidden_size: folder 32 vs --preset 100M 512"):
         cli.convert(folder, sonar_dir, tmp_path / "out", preset="100M")
-    assert cli.convert(folder, sonar_dir, tmp_path / "out", config=CONFIG)["config_source"] == f"{CONFIG}"
+    assert cli.convert(folder, sonar_dir, tmp_path / "out", config=CONFIG)["config_source"] == f"--config {CONFIG}"
     assert not leftovers(tmp_path)
 
 
