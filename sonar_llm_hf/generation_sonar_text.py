@@ -41,9 +41,9 @@ class BeamSearchCacheLayer(DynamicLayer):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         end = self.length + key_states.shape[2]
-        if self.buffers is None or end > self.buffers[0].shape[2] or self.rows > self.buffers[0].shape[0]:
+        if self.buffers is None or end > self.buffers[0].shape[2]:  # (a reorder keeps enough rows)
             capacity = max(end, 2 * (self.buffers[0].shape[2] if self.buffers else 8))
-            rows = max(self.rows, self.buffers[0].shape[0] if self.buffers else 0)
+            rows = self.buffers[0].shape[0] if self.buffers else self.rows
             buffers = self._allocate(key_states, rows, capacity)
             if self.length:
                 for new, old in zip(buffers, (self.keys, self.values)):
