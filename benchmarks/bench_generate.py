@@ -25,9 +25,8 @@ from common import (
     instrument,
     matmul_gflops,
 )
-from reference_algorithms import reference_generate
-
-from sonar_llm_hf.story_world import generate_corpus
+from sonar_llm_hf.demo.story_world import generate_corpus
+from sonar_llm_hf.testing.reference import reference_generate
 
 
 def main() -> None:
@@ -52,11 +51,11 @@ def main() -> None:
     eos_never = 1.01  # a cosine never reaches it: every prompt gets --sentences sentences on both sides
 
     # (a) the reference loop, one prompt at a time
-    reference_generate(model, prompts[0], 1, threshold=eos_never, **decode)  # warm-up
+    reference_generate(model, prompts[0], max_new_sentences=1, threshold=eos_never, at_reference_cost=True, **decode)  # warm-up
     start = time.perf_counter()
     reference_sentences = 0
     for prompt in prompts[: args.reference_prompts]:
-        reference_sentences += len(reference_generate(model, prompt, args.sentences, threshold=eos_never, **decode))
+        reference_sentences += len(reference_generate(model, prompt, max_new_sentences=args.sentences, threshold=eos_never, at_reference_cost=True, **decode))
     reference_time = time.perf_counter() - start
     reference_per_sentence = reference_time / reference_sentences
 

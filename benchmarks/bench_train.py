@@ -31,11 +31,10 @@ def peak_rss_gib() -> float:
 def one_config(quick: bool, side: str, batch: int, sentences: int, steps: int) -> dict:
     import torch
     from common import build_model
-    from reference_algorithms import reference_train_loss
-
-    from sonar_llm_hf.data import SonarLLMDataCollator
-    from sonar_llm_hf.story_world import generate_corpus
-    from sonar_llm_hf.tokenization_sonar import encode_target
+    from sonar_llm_hf import SonarLLMDataCollator
+    from sonar_llm_hf.demo.story_world import generate_corpus
+    from sonar_llm_hf.models.tokenization_sonar import encode_target
+    from sonar_llm_hf.testing.reference import full_cross_attention, reference_loss
 
     with tempfile.TemporaryDirectory() as tmp:
         model = build_model(quick, tmp)
@@ -52,7 +51,9 @@ def one_config(quick: bool, side: str, batch: int, sentences: int, steps: int) -
     for _ in range(steps):
         start = time.perf_counter()
         if side == "reference":
-            loss, tokens = reference_train_loss(model, inputs["sentence_embeddings"], stories)
+            with full_cross_attention(model.sonar_decoder):  # fairseq2 attends even to a one-vector memory
+                loss, tokens = reference_loss(model, inputs["sentence_embeddings"], stories, duplicate_final_eos=False,
+                                              return_count=True)  # fmt: skip
         else:
             out = model(**inputs)
             loss, tokens = out.loss, int(out.num_target_tokens)

@@ -14,7 +14,7 @@ from sonar_llm_hf import (
     SonarTextEncoderConfig,
     llama_preset,
 )
-from sonar_llm_hf.testing_utils import build_tiny_tokenizer
+from sonar_llm_hf.testing.tiny import build_tiny_tokenizer
 
 FULL_SONAR = dict(d_model=1024, layers=24, heads=16, ffn=8192, vocab=256206)
 QUICK_SONAR = dict(d_model=64, layers=2, heads=4, ffn=256, vocab=4000)

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling converte
 from convert_sonar_llm_to_hf import convert  # noqa: E402
 from publish import PublishError  # noqa: E402
 
-from sonar_llm_hf.conversion_utils import ConversionError  # noqa: E402
+from sonar_llm_hf.conversion import ConversionError  # noqa: E402
 
 SIZE = re.compile(r"(?<![0-9.])(100m|300m|600m|900m|1\.3b)(?![0-9])", re.IGNORECASE)
 STEP = re.compile(r"step_?(\d+)", re.IGNORECASE)

@@ -27,9 +27,9 @@ import re
 import sys
 from pathlib import Path
 
-from sonar_llm_hf.configuration_sonar_llm import SONAR_LLM_PRESETS
-from sonar_llm_hf.conversion_sonar_llm import convert_sonar_llm, resolve_backbone
-from sonar_llm_hf.conversion_utils import ConversionError
+from sonar_llm_hf import SONAR_LLM_PRESETS
+from sonar_llm_hf.conversion import ConversionError
+from sonar_llm_hf.conversion.sonar_llm import convert_sonar_llm, resolve_backbone
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling publish.py, also when imported from elsewhere
 from publish import PublishError, publish_folder  # noqa: E402
@@ -44,7 +44,7 @@ WRITTEN_FILES = re.compile(
     r"|model(-\d+-of-\d+)?\.safetensors|model\.safetensors\.index\.json"
     r"|tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|[A-Za-z0-9_.-]+\.model"
 )
-CARD_SOURCE = re.compile(r"conversion of `([^`]+)`")  # written by sonar_llm_hf.model_card
+CARD_SOURCE = re.compile(r"conversion of `([^`]+)`")  # written by sonar_llm_hf.conversion.model_card
 
 
 def _backbone_fields(config) -> dict:

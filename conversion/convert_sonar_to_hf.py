@@ -27,8 +27,8 @@ try:
 except ImportError:  # run from a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sonar_llm_hf.conversion_sonar import ORIGINAL_TO_CONVERTED_KEY_MAPPING, convert_sonar  # noqa: E402
-from sonar_llm_hf.conversion_utils import ConversionError, folder_summary  # noqa: E402
+from sonar_llm_hf.conversion.checkpoints import ConversionError, folder_summary  # noqa: E402
+from sonar_llm_hf.conversion.sonar import ORIGINAL_TO_CONVERTED_KEY_MAPPING, convert_sonar  # noqa: E402
 
 __all__ = ["ORIGINAL_TO_CONVERTED_KEY_MAPPING", "convert_sonar", "main"]
 

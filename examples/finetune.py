@@ -26,8 +26,8 @@ import torch
 from transformers import AutoModel, HfArgumentParser, Trainer, TrainingArguments
 
 import sonar_llm_hf  # noqa: F401  (registers the Auto classes)
-from sonar_llm_hf.data import SonarLLMDataCollator, prepare_dataset
-from sonar_llm_hf.training import (
+from sonar_llm_hf.training.data import SonarLLMDataCollator, prepare_dataset
+from sonar_llm_hf.training.lora import (
     lora_config,
     resolve_mixed_precision,
     save_tokenizer_callback,

@@ -17,8 +17,8 @@ from peft import PeftModel, get_peft_model
 from transformers import AutoModel, Trainer, TrainingArguments
 
 import sonar_llm_hf  # noqa: F401  (registers the Auto classes)
-from sonar_llm_hf.data import SonarLLMDataCollator, prepare_dataset
-from sonar_llm_hf.training import lora_config
+from sonar_llm_hf.training.data import SonarLLMDataCollator, prepare_dataset
+from sonar_llm_hf.training.lora import lora_config
 
 
 def main(argv=None) -> None:

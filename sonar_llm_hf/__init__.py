@@ -1,18 +1,28 @@
 """sonar_llm_hf: SONAR-LLM and the SONAR text encoder/decoder as Hugging Face transformers models.
 
+Layout (the folders are the design):
+- `models/`: exactly the Hub remote code (configurations, models, generation, runtime tokenization, sentence splitting);
+- `conversion/`: fairseq2 / reference checkpoints -> transformers folders, the tokenizer builder, model cards;
+- `training/`: the `datasets` pipeline, the collator, LoRA helpers;
+- `evaluation/`: the paper's evaluation protocol;
+- `demo/`: the story world and the packaged offline demo model;
+- `testing/`: tiny real components and the reference restatement for tests and benchmarks.
+
 Importing the package registers the Auto classes, so `AutoConfig`/`AutoModel.from_pretrained(folder)` work without
 `trust_remote_code`. Saved folders also carry the model code (`auto_map`) for users without the package.
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 
-from .configuration_sonar_llm import SONAR_LLM_PRESETS, SonarLLMConfig, llama_preset
-from .configuration_sonar_text import SonarTextDecoderConfig, SonarTextEncoderConfig
-from .generation_sonar_llm import PrintSentenceStreamer, SentenceStreamer, SonarLLMGenerateOutput
-from .modeling_sonar_llm import SonarLLMForCausalSentenceModeling, SonarLLMOutput
-from .modeling_sonar_text import SonarTextDecoder, SonarTextEncoder
-from .splitting_sonar_llm import split_sentences
-from .tokenization_sonar import SONAR_LANGUAGES, build_sonar_tokenizer, check_language
+from .conversion.tokenizer import build_sonar_tokenizer
+from .models.configuration_sonar_llm import SONAR_LLM_PRESETS, SonarLLMConfig, llama_preset
+from .models.configuration_sonar_text import SonarTextDecoderConfig, SonarTextEncoderConfig
+from .models.generation_sonar_llm import PrintSentenceStreamer, SentenceStreamer, SonarLLMGenerateOutput
+from .models.modeling_sonar_llm import SonarLLMForCausalSentenceModeling, SonarLLMOutput
+from .models.modeling_sonar_text import SonarTextDecoder, SonarTextEncoder
+from .models.splitting_sonar_llm import split_sentences
+from .models.tokenization_sonar import SONAR_LANGUAGES, check_language
+from .training.data import SonarLLMDataCollator, prepare_dataset, split_documents
 
 AutoConfig.register(SonarTextEncoderConfig.model_type, SonarTextEncoderConfig, exist_ok=True)
 AutoConfig.register(SonarTextDecoderConfig.model_type, SonarTextDecoderConfig, exist_ok=True)
@@ -30,6 +40,7 @@ __all__ = [
     "PrintSentenceStreamer",
     "SentenceStreamer",
     "SonarLLMConfig",
+    "SonarLLMDataCollator",
     "SonarLLMForCausalSentenceModeling",
     "SonarLLMGenerateOutput",
     "SonarLLMOutput",
@@ -40,5 +51,7 @@ __all__ = [
     "build_sonar_tokenizer",
     "check_language",
     "llama_preset",
+    "prepare_dataset",
+    "split_documents",
     "split_sentences",
 ]

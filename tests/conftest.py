@@ -14,7 +14,7 @@ from sonar_llm_hf import (
     SonarTextEncoderConfig,
     llama_preset,
 )
-from sonar_llm_hf.testing_utils import build_tiny_tokenizer
+from sonar_llm_hf.testing.tiny import build_tiny_tokenizer
 
 SONAR_DIM = 16
 

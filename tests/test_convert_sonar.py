@@ -17,8 +17,8 @@ import torch
 from safetensors import safe_open
 
 from sonar_llm_hf import SonarTextDecoder, SonarTextDecoderConfig, SonarTextEncoder, SonarTextEncoderConfig
-from sonar_llm_hf import conversion_sonar
-from sonar_llm_hf.conversion_sonar import (
+from sonar_llm_hf.conversion import sonar as conversion_sonar
+from sonar_llm_hf.conversion.sonar import (
     DECODER_KEY_MAPPING,
     ENCODER_KEY_MAPPING,
     build_decoder,
@@ -27,15 +27,15 @@ from sonar_llm_hf.conversion_sonar import (
     prepare_decoder,
     prepare_encoder,
 )
-from sonar_llm_hf.conversion_utils import (
+from sonar_llm_hf.conversion.checkpoints import (
     HF_TO_FS2_SPECIAL_ROWS,
     ConversionError,
     check_against_model,
-    make_fs2_sonar_state_dict,
     map_keys,
     original_key,
     permute_special_rows,
 )
+from sonar_llm_hf.testing.tiny import make_fs2_sonar_state_dict
 
 ROOT = Path(__file__).parents[1]
 REFERENCE = ROOT / "tests" / "fixtures" / "reference"
@@ -297,7 +297,7 @@ def test_atomic_output_leaves_nothing_on_failure(tmp_path, monkeypatch):
 
 
 def test_cli_converts_casts_and_summarises(tmp_path):
-    from sonar_llm_hf.testing_utils import train_tiny_spm
+    from sonar_llm_hf.testing.tiny import train_tiny_spm
 
     spm = train_tiny_spm(tmp_path / "spm.model", vocab_size=100)
     encoder = save(tmp_path / "enc.pt", {"model": fs2_state("encoder", vocab=310)})

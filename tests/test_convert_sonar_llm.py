@@ -22,9 +22,9 @@ from test_remote_code import run_without_package
 from transformers import AutoModel, LlamaModel
 
 from sonar_llm_hf import SONAR_LLM_PRESETS, SonarLLMConfig, SonarLLMForCausalSentenceModeling, llama_preset
-from sonar_llm_hf import conversion_sonar_llm
-from sonar_llm_hf.conversion_sonar import convert_sonar
-from sonar_llm_hf.conversion_sonar_llm import (
+from sonar_llm_hf.conversion import sonar_llm as conversion_sonar_llm
+from sonar_llm_hf.conversion.sonar import convert_sonar
+from sonar_llm_hf.conversion.sonar_llm import (
     BACKBONE_KEY_MAPPING,
     _numpy_rng_globals,
     backbone_config_from_reference,
@@ -32,7 +32,7 @@ from sonar_llm_hf.conversion_sonar_llm import (
     matching_preset,
     read_source,
 )
-from sonar_llm_hf.conversion_utils import ConversionError, check_against_model, load_checkpoint, map_keys
+from sonar_llm_hf.conversion.checkpoints import ConversionError, check_against_model, load_checkpoint, map_keys
 
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "conversion"))
@@ -433,7 +433,7 @@ def test_existing_output_is_replaced_only_by_the_same_conversion(converted_dir, 
 
 
 def test_failures_after_loading_leave_nothing(sonar_dir, tmp_path, monkeypatch):
-    import sonar_llm_hf.model_card as model_card
+    import sonar_llm_hf.conversion.model_card as model_card
 
     # the verification against the reference wrapper fails
     real = conversion_sonar_llm.reference_predictions

@@ -13,7 +13,7 @@ import datasets
 import torch
 from transformers import AutoModel
 
-from sonar_llm_hf.story_world import generate_corpus, story_to_text
+from sonar_llm_hf.demo.story_world import generate_corpus, story_to_text
 
 ROOT = Path(__file__).parents[1]
 

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from reference_sonar_llm import reference_generate
+from sonar_llm_hf.testing.reference import reference_generate
 from transformers import GenerationConfig
 
 from sonar_llm_hf import SentenceStreamer, SonarLLMForCausalSentenceModeling

@@ -3,12 +3,12 @@
 import pytest
 import torch
 from conftest import SONAR_DIM, tiny_llm_config
-from reference_sonar_llm import reference_backbone, reference_loss
+from sonar_llm_hf.testing.reference import reference_backbone, reference_loss
 from transformers import AutoConfig, AutoModel, LlamaConfig, LlamaForCausalLM
 
 from sonar_llm_hf import SonarLLMConfig, SonarLLMForCausalSentenceModeling
-from sonar_llm_hf.modeling_sonar_text import chunked_token_cross_entropy
-from sonar_llm_hf.tokenization_sonar import encode_target
+from sonar_llm_hf.models.loss_sonar_llm import chunked_token_cross_entropy
+from sonar_llm_hf.models.tokenization_sonar import encode_target
 
 DOCUMENTS = [
     ["The cat sat on the mat.", "It was happy.", "End of sequence."],

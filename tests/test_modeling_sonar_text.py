@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from sonar_llm_hf import SonarTextDecoder, SonarTextEncoder
-from sonar_llm_hf.modeling_sonar_text import masked_mean_pool
+from sonar_llm_hf.models.modeling_sonar_text import masked_mean_pool
 
 SENTENCES = ["The cat sat on the mat.", "Hello!", "A much longer sentence about a dog that ran in the park all day."]
 
@@ -197,8 +197,8 @@ def test_cross_attention_dropout_in_training_takes_the_full_path(tiny_sonar_deco
 
 def test_decode_shortcuts_give_the_reference_search_tokens(tiny_sonar_decoder, tiny_sonar_encoder):
     """Per-beam pruning and oneDNN products pick exactly what fairseq2's full top-k with torch's products picks."""
-    from sonar_llm_hf.generation_sonar_text import fairseq2_beam_search
-    from sonar_llm_hf.tokenization_sonar import suppressed_token_ids
+    from sonar_llm_hf.models.generation_sonar_text import fairseq2_beam_search
+    from sonar_llm_hf.models.tokenization_sonar import suppressed_token_ids
 
     decoder = tiny_sonar_decoder
     embeddings = tiny_sonar_encoder.encode(SENTENCES * 3) + 0.1 * torch.randn(9, 16, generator=torch.Generator().manual_seed(0))
@@ -214,7 +214,7 @@ def test_decode_shortcuts_give_the_reference_search_tokens(tiny_sonar_decoder, t
 
 
 def test_onednn_linears_are_scoped_and_close_to_torch(tiny_sonar_decoder):
-    from sonar_llm_hf.onednn_linear import onednn_applies, onednn_linears
+    from sonar_llm_hf.models.onednn_linear import onednn_applies, onednn_linears
 
     linear = tiny_sonar_decoder.lm_head
     inputs = torch.randn(7, 1, 16)

@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from sonar_llm_hf import build_sonar_tokenizer
-from sonar_llm_hf.conversion_sonar import convert_sonar
-from sonar_llm_hf.modeling_sonar_text import SonarTextDecoder, SonarTextEncoder
+from sonar_llm_hf.conversion.sonar import convert_sonar
+from sonar_llm_hf.models.modeling_sonar_text import SonarTextDecoder, SonarTextEncoder
 
 REFERENCE = Path(__file__).parent / "fixtures" / "reference"
 FS2_TO_HF = {0: 1, 1: 3, 2: 0, 3: 2}  # <pad>, <unk>, <s>, </s>
@@ -56,7 +56,7 @@ def test_tokenizer_ids_equal_fairseq2():
     assert tokenizer.convert_tokens_to_ids("eng_Latn") == reference["special_ids"]["eng_Latn"]
     assert tokenizer.convert_tokens_to_ids("fra_Latn") == reference["special_ids"]["fra_Latn"]
     assert tokenizer.convert_tokens_to_ids("<mask>") == reference["special_ids"]["mining"][1]  # id of <MINED_DATA>
-    from sonar_llm_hf.tokenization_sonar import encode_source, encode_target
+    from sonar_llm_hf.models.tokenization_sonar import encode_source, encode_target
 
     for case in reference["cases"]:
         for lang in ("eng_Latn", "fra_Latn"):
@@ -71,7 +71,7 @@ def test_encoder_embeddings_equal_fairseq2_on_a_padded_batch(converted):
     texts = [case["text"] for case in expected["encode"]]
     langs = [case["lang"] for case in expected["encode"]]
     # same ids as fairseq2 ...
-    from sonar_llm_hf.tokenization_sonar import encode_source
+    from sonar_llm_hf.models.tokenization_sonar import encode_source
 
     ids = [encode_source(encoder.tokenizer, [t], l)[0] for t, l in zip(texts, langs)]
     assert ids == [to_hf(case["fs2_ids"]) for case in expected["encode"]]
@@ -105,7 +105,7 @@ def test_decoding_equals_fairseq2(converted, label):
 
 
 def test_beam_scores_equal_fairseq2(converted):
-    from sonar_llm_hf.generation_sonar_text import fairseq2_beam_search
+    from sonar_llm_hf.models.generation_sonar_text import fairseq2_beam_search
 
     _, decoder, expected, tensors = converted
     reference = expected["decode"]["beam5_32"]

@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sonar_llm_hf.conversion_sonar import convert_sonar
-from sonar_llm_hf.conversion_sonar_llm import build_sonar_llm
-from sonar_llm_hf.tokenization_sonar import encode_target
+from sonar_llm_hf.conversion.sonar import convert_sonar
+from sonar_llm_hf.conversion.sonar_llm import build_sonar_llm
+from sonar_llm_hf.models.tokenization_sonar import encode_target
 
 REFERENCE = Path(__file__).parent / "fixtures" / "reference"
 LLM = REFERENCE / "sonar_llm"

@@ -14,9 +14,9 @@ from peft import PeftModel, get_peft_model
 from safetensors.torch import load_file
 from transformers import AutoModel, Trainer, TrainingArguments
 
-from sonar_llm_hf.data import SonarLLMDataCollator, prepare_dataset
-from sonar_llm_hf.story_world import generate_corpus, story_to_text
-from sonar_llm_hf.training import BACKBONE_LORA_TARGETS, lora_config, unfreeze_sonar_decoder
+from sonar_llm_hf.training.data import SonarLLMDataCollator, prepare_dataset
+from sonar_llm_hf.demo.story_world import generate_corpus, story_to_text
+from sonar_llm_hf.training.lora import BACKBONE_LORA_TARGETS, lora_config, unfreeze_sonar_decoder
 
 ROOT = Path(__file__).parents[1]
 

@@ -7,15 +7,12 @@ import sys
 from pathlib import Path
 
 import torch
+from transformers import AutoModel
 
 import sonar_llm_hf
 
-PACKAGE = Path(sonar_llm_hf.__file__).parent
-MODEL_FILES = [
-    "configuration_sonar_llm.py", "configuration_sonar_text.py", "generation_sonar_llm.py", "generation_sonar_text.py",
-    "modeling_sonar_llm.py", "modeling_sonar_text.py", "onednn_linear.py", "splitting_sonar_llm.py",
-    "tokenization_sonar.py",
-]  # fmt: skip
+PACKAGE = Path(sonar_llm_hf.__file__).parent / "models"  # the Hub code: exactly this folder's files
+MODEL_FILES = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
 
 # Run in a child interpreter where importing the package fails, offline, from an unrelated directory.
 BLOCK_PACKAGE = """
@@ -94,14 +91,42 @@ print(json.dumps({{"module": type(model).__module__, "sentences": out.sentences,
 
 
 
-def test_packaged_demo_model_code_is_the_package_code():
-    """The offline demo folder carries remote code: it must be today's modules, with everything they import."""
-    import re
+def test_saved_folder_carries_exactly_the_models_folder(tiny_sonar_llm_dir):
+    assert sorted(p.name for p in tiny_sonar_llm_dir.glob("*.py")) == MODEL_FILES
 
-    demo = PACKAGE / "demo_model"
-    copied = sorted(demo.glob("*.py"))
-    assert copied
-    for module in copied:
-        assert module.read_text() == (PACKAGE / module.name).read_text(), f"re-copy {module.name} into demo_model/"
-        for name in re.findall(r"^from \.(\w+) import", module.read_text(), flags=re.MULTILINE):
-            assert (demo / f"{name}.py").is_file(), f"{module.name} imports .{name}, missing from demo_model/"
+
+def test_demo_model_saved_folder_runs_in_a_virtualenv_without_the_package(tmp_path):
+    """The packaged demo folder holds weights and config only; a folder saved from it carries the code and runs
+    with `trust_remote_code=True` in a fresh virtualenv that has torch and transformers but not this package."""
+    from sonar_llm_hf.demo import PACKAGED_DEMO
+
+    assert not list(PACKAGED_DEMO.glob("*.py"))
+    assert "auto_map" not in json.loads((PACKAGED_DEMO / "config.json").read_text())
+    model = AutoModel.from_pretrained(PACKAGED_DEMO)
+    saved = tmp_path / "saved"
+    model.save_pretrained(saved)
+    prompt = "Once upon a time, there was a little boy named Tom. Tom had a red ball."
+    local = model.generate(prompt, max_new_sentences=2)
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python*/site-packages"))
+    # Our dependencies, but not the editable install of this package: a .pth file adds the directory without
+    # processing the .pth files inside it (where the editable finder lives).
+    deps = next(p for p in map(Path, sys.path) if p.name == "site-packages" and (p / "transformers").is_dir())
+    (site / "dependencies.pth").write_text(str(deps) + "\n")
+    code = f"""
+import json, importlib.util
+assert importlib.util.find_spec("sonar_llm_hf") is None, "the package leaked into the virtualenv"
+from transformers import AutoModel
+model = AutoModel.from_pretrained({str(saved)!r}, trust_remote_code=True)
+out = model.generate({prompt!r}, max_new_sentences=2)
+print(json.dumps({{"module": type(model).__module__, "sentences": out.sentences}}))
+"""
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run([str(venv / "bin" / "python"), "-c", code], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    remote = json.loads(result.stdout.strip().splitlines()[-1])
+    assert remote["module"].startswith("transformers_modules")
+    assert remote["sentences"] == local.sentences and local.sentences[0]

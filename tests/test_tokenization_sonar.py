@@ -12,15 +12,14 @@ import sentencepiece as spm
 from transformers import AutoTokenizer, NllbTokenizer
 from transformers.models.nllb.tokenization_nllb import FAIRSEQ_LANGUAGE_CODES
 
-from sonar_llm_hf.testing_utils import train_tiny_spm
-from sonar_llm_hf.tokenization_sonar import (
+from sonar_llm_hf.conversion.tokenizer import build_sonar_tokenizer
+from sonar_llm_hf.testing.tiny import train_tiny_spm
+from sonar_llm_hf.models.tokenization_sonar import (
     SONAR_LANGUAGES,
-    build_sonar_tokenizer,
     check_language,
     decode_ids,
     encode_source,
     encode_target,
-    read_sentencepiece_model,
     suppressed_token_ids,
     validate_texts,
 )
@@ -277,13 +276,12 @@ def test_suppressed_ids(tokenizer):
     assert suppressed_token_ids(tokenizer, 50) == [0, 1]  # a smaller model cannot emit the rest anyway
 
 
-def test_read_sentencepiece_model_equals_sentencepiece(spm_path, sp):
-    model = read_sentencepiece_model(spm_path)
-    assert [p for p, _, _ in model["pieces"]] == [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
-    assert [s for _, s, _ in model["pieces"]] == pytest.approx([sp.get_score(i) for i in range(sp.get_piece_size())])
-    assert [k for _, _, k in model["pieces"]][:4] == [2, 3, 3, 1]
-    assert model["trainer"]["model_type"] == 2 and model["trainer"]["pad_id"] == -1
-    assert model["normalizer"]["name"] == "nmt_nfkc" and model["normalizer"]["precompiled_charsmap"]
+def test_vocabulary_is_sentencepiece_shifted_by_one(tokenizer, sp):
+    """Piece k of the SentencePiece model is HF id k + 1 (fairseq's offset); languages and <mask> follow."""
+    size = sp.get_piece_size()
+    assert tokenizer.convert_ids_to_tokens(list(range(4, size + 1))) == [sp.id_to_piece(i) for i in range(3, size)]
+    assert tokenizer.convert_tokens_to_ids(SONAR_LANGUAGES[0]) == size + 1
+    assert tokenizer.convert_tokens_to_ids("<mask>") == size + 1 + len(SONAR_LANGUAGES) == len(tokenizer) - 1
 
 
 def test_refuses_models_it_cannot_reproduce(tmp_path):

@@ -11,8 +11,8 @@ import pytest
 import torch
 from transformers import AutoModel, Trainer, TrainerCallback, TrainingArguments
 
-from sonar_llm_hf.data import SonarLLMDataCollator, prepare_dataset
-from sonar_llm_hf.story_world import generate_corpus, story_to_text
+from sonar_llm_hf.training.data import SonarLLMDataCollator, prepare_dataset
+from sonar_llm_hf.demo.story_world import generate_corpus, story_to_text
 
 ROOT = Path(__file__).parents[1]
 
@@ -139,7 +139,7 @@ def test_finetune_script_end_to_end(tiny_sonar_llm_dir, tmp_path, monkeypatch):
 
 
 def test_mixed_precision_follows_the_hardware(tmp_path):
-    from sonar_llm_hf.training import resolve_mixed_precision
+    from sonar_llm_hf.training.lora import resolve_mixed_precision
 
     cpu = arguments(tmp_path)
     assert resolve_mixed_precision(cpu, "auto") is cpu  # no GPU: full precision, nothing changed

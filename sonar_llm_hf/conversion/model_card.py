@@ -162,7 +162,7 @@ def reference_parameter_count(llama) -> int:
 
 def paper_size(llama, tolerance: float = 0.05) -> str | None:
     """The released size whose preset has (within `tolerance`) this backbone's reference parameter count, or None."""
-    from .configuration_sonar_llm import SONAR_LLM_PRESETS, llama_preset
+    from ..models.configuration_sonar_llm import SONAR_LLM_PRESETS, llama_preset
 
     count = reference_parameter_count(llama)
     for name in SONAR_LLM_PRESETS:

@@ -1,4 +1,4 @@
-"""Shared pieces of the checkpoint converters: safe loading, strict regex key mapping, atomic folder writing.
+"""Shared pieces of the checkpoint converters: safe loading, strict regex key mapping, checks against the model.
 
 Not remote code: only the conversion scripts and tests import it. Every failure is a `ConversionError` (a
 `ValueError`) whose message names what is wrong, so a CLI can print it and exit without a traceback.
@@ -14,7 +14,7 @@ with torch.device("meta"):
     skeleton = Model(config)                        # no memory
 check_against_model(converted, skeleton, "Encoder", sources=sources)
 model = Model(config); model.load_state_dict(converted, strict=True)
-with atomic_output_dirs(out, ["encoder"]) as staging:
+with atomic_output_dirs(out, ["encoder"]) as staging:  # sonar_llm_hf.conversion.output
     model.save_pretrained(staging["encoder"])       # moved to out/encoder only if the block succeeds
 ```
 """
@@ -25,9 +25,7 @@ import contextlib
 import json
 import pickle
 import re
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -266,113 +264,6 @@ def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
     return dtypes[name]
 
 
-def _make_parents(path: Path) -> Path | None:
-    """mkdir -p `path`; return the topmost folder this created (to remove on failure), or None."""
-    missing = None
-    for ancestor in [path, *path.parents]:
-        if ancestor.exists():
-            break
-        missing = ancestor
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConversionError(f"Cannot write into the folder {path}: {error}") from error
-    return missing
-
-
-def _check_replaceable(target: Path, is_same_model: Callable[[Path], bool] | None) -> None:
-    if target.exists():
-        if not target.is_dir():
-            raise ConversionError(f"Output {target} exists and is not a folder.")
-        if any(target.iterdir()) and not (is_same_model and is_same_model(target)):
-            raise ConversionError(
-                f"Output folder {target} already holds other files (a different model?). "
-                "Choose an empty or new folder."
-            )
-
-
-@contextlib.contextmanager
-def atomic_output_dirs(
-    output,
-    names: Sequence[str],
-    is_same_model: Callable[[Path, str], bool] | None = None,
-) -> Iterator[dict[str, Path]]:
-    """Stage `output/<name>` for every name in temporary folders; move them all into place only if the block succeeds.
-
-    Yields `{name: staging folder}`. An existing `output/<name>` is replaced only when it is empty or
-    `is_same_model(path, name)` says it holds this model; otherwise nothing is written. On any failure the staging
-    folders, and `output` itself if this call created it, are removed: nothing half-written is left.
-    """
-    output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise ConversionError(f"Output {output} exists and is not a folder.")
-    for name in names:
-        _check_replaceable(output / name, (lambda p, n=name: is_same_model(p, n)) if is_same_model else None)
-    created = _make_parents(output.parent)
-    staging_root = None
-    output_created = False
-    try:
-        try:
-            staging_root = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
-        except OSError as error:
-            raise ConversionError(f"Cannot write next to the output folder {output}: {error}") from error
-        staging = {name: staging_root / name for name in names}
-        for folder in staging.values():
-            folder.mkdir()
-        yield staging
-        # Everything was written and verified: move it into place.
-        if not output.exists():
-            output.mkdir()
-            output_created = True
-        for name, folder in staging.items():
-            target = output / name
-            if target.exists():
-                target.rename(staging_root / f".old-{name}")
-            folder.rename(target)
-        created = None  # success: keep the folders this call created
-    except BaseException:
-        if output_created and output.exists():
-            for name in names:
-                if (output / name).exists():
-                    shutil.rmtree(output / name, ignore_errors=True)
-            with contextlib.suppress(OSError):
-                output.rmdir()
-        raise
-    finally:
-        if staging_root is not None:
-            shutil.rmtree(staging_root, ignore_errors=True)
-        if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def atomic_output_dir(output, is_same_model: Callable[[Path], bool] | None = None) -> Iterator[Path]:
-    """Write into a temporary sibling folder and move it into place only if everything succeeded.
-
-    An existing `output` is replaced only when empty or when `is_same_model(output)` says it holds this model;
-    otherwise the conversion is refused, so nothing a user had is overwritten and nothing half-written is left.
-    """
-    output = Path(output)
-    _check_replaceable(output, is_same_model)
-    created = _make_parents(output.parent)
-    staging = None
-    try:
-        try:
-            staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
-        except OSError as error:
-            raise ConversionError(f"Cannot write the output folder {output}: {error}") from error
-        yield staging
-        if output.exists():
-            shutil.rmtree(output)
-        staging.rename(output)
-        staging, created = None, None
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-        if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
-
-
 def folder_summary(folder) -> dict:
     """Parameter count, dtypes and size of the safetensors weights in a saved model folder, plus its model_type.
 
@@ -405,50 +296,3 @@ def folder_summary(folder) -> dict:
         "vocab_size": config.get("vocab_size"),
         "d_model": config.get("d_model"),
     }
-
-
-def make_fs2_sonar_state_dict(
-    kind: str,
-    vocab: int = 50,
-    dim: int = 8,
-    layers: int = 2,
-    ffn: int = 16,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype = torch.float32,
-    generator: torch.Generator | None = None,
-) -> dict[str, torch.Tensor]:
-    """A state dict with the exact keys and shapes of a fairseq2 SONAR text `kind` ("encoder"/"decoder") checkpoint.
-
-    Random normal values, or empty meta tensors with `device="meta"` (the real 24-layer, 256,206-token, d 1024,
-    FFN 8192 key/shape set then costs no memory). As in the published decoder, `final_proj.weight` *is* the
-    decoder embedding. Rows are in fairseq2 order. For converter tests and dry runs.
-    """
-    if kind not in ("encoder", "decoder"):
-        raise ValueError(f"kind must be 'encoder' or 'decoder', got {kind!r}.")
-    if torch.device(device or "cpu").type == "meta":
-
-        def make(*shape):
-            return torch.empty(*shape, device="meta", dtype=dtype)
-    else:
-
-        def make(*shape):
-            return torch.randn(*shape, generator=generator).to(device=device, dtype=dtype)
-
-    state = {f"{kind}_frontend.embed.weight": make(vocab, dim)}
-    attentions = ["self_attn"] + (["encoder_decoder_attn"] if kind == "decoder" else [])
-    for i in range(layers):
-        prefix = f"{kind}.layers.{i}."
-        for attn in attentions:
-            for proj in ("q_proj", "k_proj", "v_proj", "output_proj"):
-                state[f"{prefix}{attn}.{proj}.weight"] = make(dim, dim)
-                state[f"{prefix}{attn}.{proj}.bias"] = make(dim)
-            state[f"{prefix}{attn}_layer_norm.weight"], state[f"{prefix}{attn}_layer_norm.bias"] = make(dim), make(dim)
-        state[f"{prefix}ffn.inner_proj.weight"], state[f"{prefix}ffn.inner_proj.bias"] = make(ffn, dim), make(ffn)
-        state[f"{prefix}ffn.output_proj.weight"], state[f"{prefix}ffn.output_proj.bias"] = make(dim, ffn), make(dim)
-        state[f"{prefix}ffn_layer_norm.weight"], state[f"{prefix}ffn_layer_norm.bias"] = make(dim), make(dim)
-    if kind == "encoder":
-        state["layer_norm.weight"], state["layer_norm.bias"] = make(dim), make(dim)  # model-level final norm
-    else:
-        state["decoder.layer_norm.weight"], state["decoder.layer_norm.bias"] = make(dim), make(dim)
-        state["final_proj.weight"] = state["decoder_frontend.embed.weight"]  # tied
-    return state

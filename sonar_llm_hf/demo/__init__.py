@@ -29,9 +29,9 @@ def build_tiny_random_model(path: Path) -> Path:
     """A deterministic tiny model with the real architecture and a SentencePiece vocabulary trained here."""
     import torch
 
-    from . import SonarLLMConfig, SonarLLMForCausalSentenceModeling, SonarTextDecoderConfig, SonarTextEncoderConfig
-    from . import llama_preset
-    from .testing_utils import build_tiny_tokenizer
+    from .. import SonarLLMConfig, SonarLLMForCausalSentenceModeling, SonarTextDecoderConfig, SonarTextEncoderConfig
+    from .. import llama_preset
+    from ..testing.tiny import build_tiny_tokenizer
 
     path.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tiny_tokenizer(path / "_spm")

@@ -6,11 +6,8 @@ codes at len(spm) + 1 + i, then `<mask>` (256,204 tokens for NLLB-200; the SONAR
 (`<pad>`=0, `<unk>`=1, `<s>`=2, `</s>`=3); the checkpoint converter permutes those embedding rows.
 
 - Encoder input: `[lang] pieces </s>`. Decoder prompt `[</s>, lang]`; decoder targets `[lang] pieces </s>`.
-- `build_sonar_tokenizer` reads the `.model` file itself (a few lines of protobuf wire format: neither
-  `sentencepiece` nor `protobuf` is needed) and returns a plain transformers `NllbTokenizer` (`legacy_behaviour=False`)
-  whose saved folder reloads with `AutoTokenizer` and no remote code. transformers 5 cannot do this alone:
-  `NllbTokenizer(vocab_file=...)` ignores the file, and loading a folder holding `sentencepiece.bpe.model` drops the
-  fairseq offset and the language codes.
+- The tokenizer itself is a plain transformers `NllbTokenizer` (`legacy_behaviour=False`) built at conversion time
+  (`sonar_llm_hf.conversion.tokenizer.build_sonar_tokenizer`); this file holds only what runs beside the weights.
 
 Exactness. `encode_source`/`encode_target` reproduce SentencePiece (and so fairseq2, which calls it) id for id: they
 run the tokenizer's BPE model behind SentencePiece's own normalisation (nmt_nfkc character map, then leading spaces
@@ -38,11 +35,9 @@ from __future__ import annotations
 import base64
 import difflib
 import json
-import struct
 import warnings
 import weakref
 from collections.abc import Sequence
-from pathlib import Path
 
 # SONAR's 202 languages in token-id order: the list NLLB-200 (and HF's `FAIRSEQ_LANGUAGE_CODES`) uses. Written out so
 # that this file, shipped as Hub remote code, does not depend on a private transformers constant.
@@ -74,7 +69,6 @@ SONAR_LANGUAGES: tuple[str, ...] = (
 
 SPACE = "\u2581"  # SentencePiece's "▁"
 UNK_SURFACE = " \u2047 "  # what SentencePiece (and so fairseq2) prints for <unk>: " ⁇ "
-_SPECIALS = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
 # English names people type instead of codes (check_language hints only).
 _LANGUAGE_NAMES = {
     "english": "eng_Latn", "french": "fra_Latn", "german": "deu_Latn", "spanish": "spa_Latn", "italian": "ita_Latn",
@@ -82,194 +76,6 @@ _LANGUAGE_NAMES = {
     "korean": "kor_Hang", "arabic": "arb_Arab", "hindi": "hin_Deva", "dutch": "nld_Latn", "polish": "pol_Latn",
     "turkish": "tur_Latn", "ukrainian": "ukr_Cyrl", "persian": "pes_Arab", "vietnamese": "vie_Latn",
 }  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Reading a SentencePiece model (protobuf wire format; field numbers from sentencepiece_model.proto)
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-
-
-def _fields(data: bytes):
-    """(field number, value) pairs of one protobuf message; varints as int, the rest as bytes."""
-    pos = 0
-    while pos < len(data):
-        key, pos = _varint(data, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(data, pos)
-        elif wire == 1:
-            value, pos = data[pos : pos + 8], pos + 8
-        elif wire == 2:
-            size, pos = _varint(data, pos)
-            value, pos = data[pos : pos + size], pos + size
-        elif wire == 5:
-            value, pos = data[pos : pos + 4], pos + 4
-        else:
-            raise ValueError(f"Unsupported protobuf wire type {wire}: this is not a SentencePiece model file.")
-        yield number, value
-
-
-def _int32(value: int) -> int:
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def read_sentencepiece_model(path) -> dict:
-    """The parts of a SentencePiece `.model` file the conversion needs.
-
-    Returns `{"pieces": [(piece, score, type)], "trainer": {...}, "normalizer": {...}}`, with SentencePiece's
-    defaults filled in. Piece types: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte.
-    """
-    data = Path(path).read_bytes()
-    pieces: list[tuple[str, float, int]] = []
-    trainer = {"model_type": 1, "unk_id": 0, "bos_id": 1, "eos_id": 2, "pad_id": -1, "byte_fallback": False,
-               "split_by_whitespace": True, "treat_whitespace_as_suffix": False, "split_digits": False,
-               "unk_surface": UNK_SURFACE, "present": False}  # fmt: skip
-    normalizer = {"name": "", "precompiled_charsmap": b"", "add_dummy_prefix": True, "remove_extra_whitespaces": True,
-                  "escape_whitespaces": True}  # fmt: skip
-    trainer_fields = {3: "model_type", 40: "unk_id", 41: "bos_id", 42: "eos_id", 43: "pad_id", 35: "byte_fallback",
-                      22: "split_by_whitespace", 24: "treat_whitespace_as_suffix", 25: "split_digits",
-                      44: "unk_surface"}  # fmt: skip
-    normalizer_fields = {1: "name", 2: "precompiled_charsmap", 3: "add_dummy_prefix", 4: "remove_extra_whitespaces",
-                         5: "escape_whitespaces"}  # fmt: skip
-    try:
-        for number, value in _fields(data):
-            if number == 1:  # repeated SentencePiece {piece=1, score=2, type=3}
-                piece, score, kind = "", 0.0, 1
-                for sub, sub_value in _fields(value):
-                    if sub == 1:
-                        piece = sub_value.decode("utf-8")
-                    elif sub == 2:
-                        score = struct.unpack("<f", sub_value)[0]
-                    elif sub == 3:
-                        kind = sub_value
-                pieces.append((piece, score, kind))
-            elif number == 2:
-                trainer["present"] = True
-                for sub, sub_value in _fields(value):
-                    if sub in trainer_fields:
-                        name = trainer_fields[sub]
-                        if isinstance(sub_value, bytes):
-                            sub_value = sub_value.decode("utf-8")
-                        elif name.endswith("_id"):
-                            sub_value = _int32(sub_value)
-                        elif isinstance(trainer[name], bool):
-                            sub_value = bool(sub_value)
-                        trainer[name] = sub_value
-            elif number == 3:
-                for sub, sub_value in _fields(value):
-                    if sub in normalizer_fields:
-                        name = normalizer_fields[sub]
-                        if name == "name":
-                            sub_value = sub_value.decode("utf-8")
-                        elif isinstance(normalizer[name], bool):
-                            sub_value = bool(sub_value)
-                        normalizer[name] = sub_value
-    except (IndexError, UnicodeDecodeError, struct.error) as error:
-        raise ValueError(f"{path} is not a SentencePiece model file ({error}).") from error
-    if not pieces:
-        raise ValueError(f"{path} holds no SentencePiece pieces; is it a SentencePiece `.model` file?")
-    return {"pieces": pieces, "trainer": trainer, "normalizer": normalizer}
-
-
-def _check_nllb_style(model: dict, path) -> None:
-    """Refuse models whose encoding a BPE merge list cannot reproduce; warn on settings NLLB does not use."""
-    pieces, trainer, normalizer = model["pieces"], model["trainer"], model["normalizer"]
-    problems = []
-    if trainer["present"] and trainer["model_type"] != 2:
-        problems.append(f"model_type is {trainer['model_type']} (SONAR/NLLB use BPE, 2)")
-    if trainer["byte_fallback"] or any(kind == 6 for _, _, kind in pieces):
-        problems.append("byte fallback is on")
-    ids = (trainer["unk_id"], trainer["bos_id"], trainer["eos_id"], trainer["pad_id"])
-    if ids != (0, 1, 2, -1):
-        problems.append(f"unk/bos/eos/pad ids are {ids} (NLLB: 0, 1, 2, none)")
-    if len(pieces) < 3 or [kind for _, _, kind in pieces[:3]] != [2, 3, 3]:
-        problems.append("pieces 0-2 are not <unk>, <s>, </s>")
-    if not all(normalizer[key] for key in ("add_dummy_prefix", "remove_extra_whitespaces", "escape_whitespaces")):
-        problems.append("its normalizer does not add a dummy prefix / remove extra spaces / escape spaces")
-    if not trainer["split_by_whitespace"] or trainer["treat_whitespace_as_suffix"] or trainer["split_digits"]:
-        problems.append("its pieces are not split at whitespace prefixes only")
-    if problems:
-        raise ValueError(f"{path} is not an NLLB-style SentencePiece BPE model: " + "; ".join(problems) + ".")
-    odd = sorted({kind for _, _, kind in pieces[3:] if kind != 1})
-    if odd:
-        warnings.warn(f"{path} has pieces of SentencePiece types {odd} (NLLB has none); they are kept as ordinary "
-                      "BPE pieces, so texts containing them may tokenize differently.",
-                      UserWarning, stacklevel=3)  # fmt: skip
-    if trainer["unk_surface"] != UNK_SURFACE:
-        warnings.warn(f"{path} prints <unk> as {trainer['unk_surface']!r}; `decode_ids` prints {UNK_SURFACE!r}.",
-                      UserWarning, stacklevel=3)  # fmt: skip
-
-
-def _bpe_merges(vocab: dict[str, int], scores: dict[str, float]) -> list[tuple[str, str]]:
-    """Merge list for `tokenizers`' BPE: every split (left, right) of a piece into two pieces, ranked like
-    SentencePiece (higher piece score first, then lower id); splits of one piece by shorter left part."""
-    merges = []
-    for piece in scores:
-        for cut in range(1, len(piece)):
-            left, right = piece[:cut], piece[cut:]
-            if left in scores and right in scores:
-                merges.append((-scores[piece], vocab[piece], cut, left, right))
-    merges.sort()
-    return [(left, right) for *_, left, right in merges]
-
-
-def build_sonar_tokenizer(spm_path, model_max_length: int = 514):
-    """An `NllbTokenizer` in the SONAR/HF NLLB id layout, from an NLLB-style SentencePiece BPE model file.
-
-    Args:
-        spm_path (`str` or `Path`): SentencePiece model (BPE, unk=0, bos=1, eos=2, no pad), e.g. SONAR's
-            `sentencepiece.source.256000.model`.
-        model_max_length (`int`, *optional*, defaults to 514): the encoder's position limit.
-
-    Returns:
-        `transformers.NllbTokenizer` with `src_lang`/`tgt_lang` "eng_Latn", `legacy_behaviour=False`. Its saved folder
-        reloads with `AutoTokenizer.from_pretrained(folder)` (no remote code). For ids equal to fairseq2's on any
-        text, encode with `encode_source` / `encode_target`.
-
-    Example:
-        ```python
-        >>> tokenizer = build_sonar_tokenizer("sentencepiece.source.256000.model")
-        >>> encode_source(tokenizer, ["Hello world."], "eng_Latn")  # [[eng_Latn, ..., </s>]]
-        >>> tokenizer.save_pretrained("sonar_tokenizer")
-        ```
-    """
-    from transformers import NllbTokenizer
-
-    model = read_sentencepiece_model(spm_path)
-    _check_nllb_style(model, spm_path)
-    vocab = dict(_SPECIALS)
-    scores: dict[str, float] = {}
-    for index, (piece, score, kind) in enumerate(model["pieces"][3:], start=3):
-        if piece in vocab or piece in SONAR_LANGUAGES or piece == "<mask>":
-            raise ValueError(f"SentencePiece piece {index} {piece!r} clashes with a special token or language code.")
-        vocab[piece] = index + 1  # fairseq offset: HF id = SentencePiece id + 1
-        if kind == 1:
-            scores[piece] = score
-    for lang in SONAR_LANGUAGES:
-        vocab[lang] = len(vocab)
-    vocab["<mask>"] = len(vocab)
-    charsmap = model["normalizer"]["precompiled_charsmap"] or None
-    tokenizer = NllbTokenizer(
-        vocab=vocab,
-        merges=_bpe_merges(vocab, scores),
-        _spm_precompiled_charsmap=charsmap,
-        src_lang="eng_Latn",
-        tgt_lang="eng_Latn",
-        legacy_behaviour=False,
-        extra_special_tokens=list(SONAR_LANGUAGES),
-        model_max_length=model_max_length,
-    )
-    return tokenizer
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -468,8 +274,6 @@ def suppressed_token_ids(tokenizer, model_vocab_size: int | None = None) -> list
 
 __all__ = [
     "SONAR_LANGUAGES",
-    "build_sonar_tokenizer",
-    "read_sentencepiece_model",
     "check_language",
     "validate_texts",
     "encode_source",

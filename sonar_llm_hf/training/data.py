@@ -45,8 +45,8 @@ from collections import Counter
 import numpy as np
 import torch
 
-from .splitting_sonar_llm import split_sentences
-from .tokenization_sonar import check_language, encode_target
+from ..models.splitting_sonar_llm import split_sentences
+from ..models.tokenization_sonar import check_language, encode_target
 
 logger = logging.getLogger(__name__)
 

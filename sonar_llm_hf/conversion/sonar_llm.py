@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from .configuration_sonar_llm import SONAR_LLM_PRESETS, SonarLLMBackboneConfig, SonarLLMConfig, llama_preset
-from .conversion_sonar import DECODER_KEY_MAPPING, convert_state
-from .conversion_utils import ConversionError, check_against_model, load_checkpoint, map_keys
+from ..models.configuration_sonar_llm import SONAR_LLM_PRESETS, SonarLLMBackboneConfig, SonarLLMConfig, llama_preset
+from .sonar import DECODER_KEY_MAPPING, convert_state
+from .checkpoints import ConversionError, check_against_model, load_checkpoint, map_keys
 
 BACKBONE_KEY_MAPPING = {
     r"llama_model\.model\.layers\.(\d+)\.(.+)": r"model.layers.\1.\2",
@@ -159,8 +159,8 @@ def build_sonar_llm(
 
     `source` is `read_source(checkpoint)` when the caller already holds it (a training checkpoint can be gigabytes).
     """
-    from .modeling_sonar_llm import SonarLLMForCausalSentenceModeling
-    from .modeling_sonar_text import SonarTextDecoder, SonarTextEncoder
+    from ..models.modeling_sonar_llm import SonarLLMForCausalSentenceModeling
+    from ..models.modeling_sonar_text import SonarTextDecoder, SonarTextEncoder
 
     state, hub_config = read_source(checkpoint) if source is None else source
     # 1. backbone config: --config, --preset, or the Hub folder's config.json
@@ -248,7 +248,8 @@ def convert_sonar_llm(
     verify it by reloading against the reference wrapper's predictions. Publishing is conversion/publish.py's job."""
     from transformers import AutoModel
 
-    from .conversion_utils import atomic_output_dir, parse_dtype
+    from .checkpoints import parse_dtype
+    from .output import atomic_output_dir
     from .model_card import build_model_card
 
     source = read_source(checkpoint)

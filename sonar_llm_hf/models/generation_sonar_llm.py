@@ -129,9 +129,8 @@ def _normalise_prompts(prompts, lang: str, dim: int):
     return documents, None
 
 
-def _embed_texts(model, texts: list[str], lang: str, batch_size: int) -> torch.Tensor:
+def _embed_texts(model, tokenizer, texts: list[str], lang: str, batch_size: int) -> torch.Tensor:
     """Batched SONAR encoding that, like the reference, also accepts an empty decoded sentence."""
-    tokenizer = model.tokenizer
     lang_id = tokenizer.convert_tokens_to_ids(lang)
     eos_id = model.sonar_encoder.config.eos_token_id
     non_empty = [i for i, t in enumerate(texts) if t.strip()]
@@ -143,12 +142,13 @@ def _embed_texts(model, texts: list[str], lang: str, batch_size: int) -> torch.T
     return model.sonar_encoder.encode_token_ids(ids, batch_size=batch_size, progress_bar=False)
 
 
-def _eos_embedding(model, lang: str, batch_size: int) -> torch.Tensor:
+def _eos_embedding(model, tokenizer, lang: str, batch_size: int) -> torch.Tensor:
     """enc(eos_sentence), computed once per language and model."""
     cache = model.__dict__.setdefault("_eos_embedding_cache", {})
-    if lang not in cache:
-        cache[lang] = _embed_texts(model, [model.config.eos_sentence], lang, batch_size)[0]
-    return cache[lang]
+    key = (lang, id(tokenizer))
+    if key not in cache:
+        cache[key] = _embed_texts(model, tokenizer, [model.config.eos_sentence], lang, batch_size)[0]
+    return cache[key]
 
 
 def _left_pad(sequences: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,8 +180,7 @@ def generate_sentences(model, prompts, streamer: SentenceStreamer | None = None,
     add_begin = config.add_begin if options["add_begin"] is None else options["add_begin"]
     batch_size = options["batch_size"]
     device, dtype = model.device, model.dtype
-    if model.tokenizer is None:
-        raise ValueError("This model has no SONAR tokenizer; load it from a converted folder or set `model.tokenizer`.")
+    tokenizer = model._tokenizer_or_raise(options.get("tokenizer"))
 
     # 1. embed the prompt sentences
     documents, embedded = _normalise_prompts(prompts, prompt_lang, config.embed_dim)
@@ -189,7 +188,7 @@ def generate_sentences(model, prompts, streamer: SentenceStreamer | None = None,
         if add_begin:
             documents = [[config.begin_sentence, *doc] for doc in documents]
         flat = [s for doc in documents for s in doc]
-        flat_embeddings = _embed_texts(model, flat, prompt_lang, batch_size)
+        flat_embeddings = _embed_texts(model, tokenizer, flat, prompt_lang, batch_size)
         embedded = list(torch.split(flat_embeddings, [len(doc) for doc in documents]))
     embedded = [e.to(device=device, dtype=dtype) for e in embedded]
     for i, e in enumerate(embedded):
@@ -198,7 +197,7 @@ def generate_sentences(model, prompts, streamer: SentenceStreamer | None = None,
             raise ValueError(f"Prompt {i} has {e.shape[0]} sentences, more than the backbone's positions.")
     num_docs = len(embedded)
     lengths = [e.shape[0] for e in embedded]
-    eos = _eos_embedding(model, target_lang, batch_size).to(device=device, dtype=torch.float32)
+    eos = _eos_embedding(model, tokenizer, target_lang, batch_size).to(device=device, dtype=torch.float32)
 
     output = SonarLLMGenerateOutput(
         prompt_sentences=[list(doc) for doc in documents] if documents is not None else [[] for _ in embedded],
@@ -233,10 +232,10 @@ def generate_sentences(model, prompts, streamer: SentenceStreamer | None = None,
             rows = [i for i in range(num_docs) if active[i]]
             # 3. decode every active document's prediction in one SONAR call
             predicted = predictions[rows]  # (n, d)
-            texts = model.sonar_decoder.decode(predicted, tokenizer=model.tokenizer, **decode_settings)
+            texts = model.sonar_decoder.decode(predicted, tokenizer=tokenizer, **decode_settings)
             reencoded = None
             if "reencoded" in (options["eos_check"], options["feedback"]):
-                reencoded = _embed_texts(model, texts, target_lang, batch_size).to(dtype)
+                reencoded = _embed_texts(model, tokenizer, texts, target_lang, batch_size).to(dtype)
             # 4. stop documents whose sentence is the end sentence
             checked = reencoded if options["eos_check"] == "reencoded" else predicted
             cosine = torch.nn.functional.cosine_similarity(checked.float(), eos.unsqueeze(0), dim=-1)  # (n,)

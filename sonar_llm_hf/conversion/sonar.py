@@ -17,10 +17,9 @@ from pathlib import Path
 
 import torch
 
-from .configuration_sonar_text import SonarTextDecoderConfig, SonarTextEncoderConfig
-from .conversion_utils import (
+from ..models.configuration_sonar_text import SonarTextDecoderConfig, SonarTextEncoderConfig
+from .checkpoints import (
     ConversionError,
-    atomic_output_dirs,
     check_against_model,
     check_state_dict,
     load_checkpoint,
@@ -28,7 +27,8 @@ from .conversion_utils import (
     parse_dtype,
     permute_special_rows,
 )
-from .modeling_sonar_text import SonarTextDecoder, SonarTextEncoder
+from ..models.modeling_sonar_text import SonarTextDecoder, SonarTextEncoder
+from .output import atomic_output_dirs
 
 # `None` drops a key.
 ENCODER_KEY_MAPPING = {
@@ -235,7 +235,7 @@ def convert_sonar(
     """
     from transformers import AutoModel
 
-    from .tokenization_sonar import build_sonar_tokenizer
+    from .tokenizer import build_sonar_tokenizer
 
     if encoder_path is None and decoder_path is None:
         raise ConversionError("Give --encoder, --decoder or both.")

@@ -21,13 +21,9 @@ from transformers.utils import ModelOutput, logging
 
 from .configuration_sonar_llm import SonarLLMConfig
 from .generation_sonar_llm import DEFAULT_SENTENCE_GENERATION, generate_sentences
-from .modeling_sonar_text import (
-    SonarTextDecoder,
-    SonarTextEncoder,
-    check_sentence_embeddings,
-    chunked_token_cross_entropy,
-    load_tokenizer_beside,
-)
+from .loss_sonar_llm import chunked_token_cross_entropy
+from .loading_sonar import SonarTokenizerMixin
+from .modeling_sonar_text import SonarTextDecoder, SonarTextEncoder, check_sentence_embeddings
 
 logger = logging.get_logger(__name__)
 
@@ -53,7 +49,7 @@ class SonarLLMOutput(ModelOutput):
     num_target_tokens: torch.LongTensor | None = None
 
 
-class SonarLLMPreTrainedModel(PreTrainedModel):
+class SonarLLMPreTrainedModel(SonarTokenizerMixin, PreTrainedModel):
     config_class = SonarLLMConfig
     base_model_prefix = ""
     main_input_name = "sentence_embeddings"
@@ -133,30 +129,13 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
     def get_output_embeddings(self) -> None:
         return None  # no token vocabulary: outputs are embeddings
 
-    @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, but a missing weight is an error, never a random initialisation."""
-        wants_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
-        missing = sorted(info.get("missing_keys", []))
-        if missing:
-            shown = ", ".join(missing[:8]) + (f" … ({len(missing)} in all)" if len(missing) > 8 else "")
-            raise ValueError(
-                f"The checkpoint lacks weights this model needs: {shown}. Refusing to initialise them randomly; "
-                "convert the checkpoint with `conversion/convert_sonar_llm_to_hf.py`, which bundles SONAR."
-            )
-        model._freeze_sonar()
-        _ = model.tokenizer  # load the tokenizer beside the weights and hand it to the SONAR submodules
-        return (model, info) if wants_info else model
+    def _after_loading(self) -> None:
+        self._freeze_sonar()
 
     @property
     def tokenizer(self):
-        """The SONAR tokenizer saved beside the weights (shared with the encoder and decoder)."""
-        if getattr(self.sonar_encoder, "_tokenizer", None) is None:
-            tokenizer = load_tokenizer_beside(self.config)
-            if tokenizer is not None:
-                self.tokenizer = tokenizer
-        return getattr(self.sonar_encoder, "_tokenizer", None)
+        """The SONAR tokenizer, shared with the encoder and decoder (loaded with the weights, or set by hand)."""
+        return self.sonar_encoder.tokenizer
 
     @tokenizer.setter
     def tokenizer(self, value) -> None:

@@ -1,0 +1,120 @@
+"""The reference SONAR-LLM algorithms (FusionBrainLab/SONAR-LLM), restated once for the parity tests and the benchmarks.
+
+- `reference_loss`: `SonarLossWrapper.forward` of `train_sonarllm.py` (REFERENCE.md §2.5): a Python loop over
+  sentences, tokenizing on the fly, full-vocabulary logits, the duplicated final `</s>` target (optional), and
+  `CrossEntropyLoss(ignore_index=pad)` averaged over every token of the micro-batch.
+- `reference_generate`: `generate.py` (§2.6): one prompt, the whole backbone recomputed every sentence (no cache,
+  no mask), SONAR decoding, re-encoding, the cosine test against enc("End of sequence.").
+- `reference_decode` + `full_cross_attention`: SONAR's `EmbeddingToTextModelPipeline` on one embedding at
+  fairseq2's cost (torch's products, full cross-attention, top-k over all beams x vocabulary), for timing.
+
+They run on our SONAR modules (HF ids) so that only the SONAR-LLM algorithm is under test; SONAR itself is checked
+against fairseq2's own outputs (`tests/fixtures/reference/`), and `benchmarks/bench_fairseq2.py` times fairseq2 itself.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from transformers.models.m2m_100.modeling_m2m_100 import M2M100Attention
+
+from ..models.generation_sonar_text import fairseq2_beam_search
+from ..models.modeling_sonar_text import SonarSentenceCrossAttention
+from ..models.tokenization_sonar import decode_ids, encode_target, suppressed_token_ids
+
+# The reference pads token tensors with fairseq2's id 0 (<pad>) and ignores it in the loss; in HF ids that is 1.
+HF_PAD = 1
+HF_EOS = 2
+
+
+def reference_backbone(model, embeddings: torch.Tensor) -> torch.Tensor:
+    """`reverse_proj(llama(inputs_embeds=forward_proj(E)).hidden_states[-1])`, no attention mask."""
+    hidden = model.model(inputs_embeds=model.sentence_in_proj(embeddings), use_cache=False).last_hidden_state
+    return model.sentence_out_proj(hidden)
+
+
+def reference_loss(model, embeddings, documents, lang="eng_Latn", max_len=256, duplicate_final_eos=True, return_count=False):
+    """Mean token CE over all sentence pairs of a zero-padded micro-batch, as the reference computes it."""
+    tokenizer = model.tokenizer
+    predicted = reference_backbone(model, embeddings)  # (B, T, d)
+    preds, token_rows = [], []
+    for b, sentences in enumerate(documents):
+        for k in range(1, len(sentences)):
+            preds.append(predicted[b, k - 1])
+            token_rows.append(encode_target(tokenizer, [sentences[k]], lang)[0])  # [lang] pieces </s>
+    pred = torch.stack(preds)
+    # decoder input `[</s>, lang, t.., </s>]`, labels `[lang, t.., </s>, </s>]` (the reference's extra target)
+    inputs = [[HF_EOS, *row] for row in token_rows]
+    labels = [[*row, HF_EOS] for row in token_rows]
+    if not duplicate_final_eos:
+        inputs = [row[:-1] for row in inputs]
+        labels = [row[:-1] for row in labels]
+    width = min(max(len(r) for r in inputs), max_len)
+    dec_in = torch.full((len(inputs), width), HF_PAD, dtype=torch.long)
+    dec_labels = torch.full((len(inputs), width), HF_PAD, dtype=torch.long)
+    for i, (x, y) in enumerate(zip(inputs, labels)):
+        dec_in[i, : len(x[:width])] = torch.tensor(x[:width])
+        dec_labels[i, : len(y[:width])] = torch.tensor(y[:width])
+    hidden = model.sonar_decoder.decoder_hidden_states(pred, dec_in)
+    logits = model.sonar_decoder.lm_head(hidden)  # full (N, L, V) logits, as the reference materialises them
+    loss = nn.CrossEntropyLoss(ignore_index=HF_PAD)(logits.reshape(-1, logits.shape[-1]).float(), dec_labels.reshape(-1))
+    return (loss, int((dec_labels != HF_PAD).sum())) if return_count else loss
+
+
+@contextmanager
+def full_cross_attention(decoder):
+    """fairseq2 projects queries and attends even to a one-vector memory: run M2M100's full cross-attention."""
+    layers = [m for m in decoder.modules() if isinstance(m, SonarSentenceCrossAttention)]
+    for layer in layers:
+        layer.__class__ = M2M100Attention
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.__class__ = SonarSentenceCrossAttention
+
+
+def reference_decode(decoder, embedding: torch.Tensor, tokenizer, num_beams=5, max_length=256, lang="eng_Latn") -> str:
+    """SONAR's `EmbeddingToTextModelPipeline` on one embedding: fairseq2's beam search at fairseq2's cost."""
+    prompt = decoder.decoder_prompt(1, lang, tokenizer)
+    suppress = suppressed_token_ids(tokenizer, decoder.config.vocab_size)
+    with full_cross_attention(decoder):
+        tokens, _ = fairseq2_beam_search(decoder, embedding[None], prompt, beam_size=num_beams, max_length=max_length,
+                                         suppress_ids=suppress, prune_rows=False)  # fmt: skip
+    return decode_ids(tokenizer, tokens)[0]
+
+
+@torch.no_grad()
+def reference_generate(
+    model, prompt_sentences, lang="eng_Latn", max_sentences=32, threshold=0.98, max_new_sentences=None,
+    at_reference_cost=False, **decode_kwargs,
+) -> list[str]:  # fmt: skip
+    """One prompt, full recompute each step, re-encoding, stop on the end sentence. Returns the new sentences.
+
+    `at_reference_cost=True` decodes with `reference_decode` (fairseq2's costs) instead of our decoder's `decode`;
+    `max_new_sentences` caps the loop for timing.
+    """
+    encoder, decoder = model.sonar_encoder, model.sonar_decoder
+    eos = encoder.encode([model.config.eos_sentence], lang=lang)[0]  # once per run, as the reference
+    sentences = list(prompt_sentences)
+    embeddings = list(encoder.encode(sentences, lang=lang))
+    new = []
+    while len(sentences) <= max_sentences and (max_new_sentences is None or len(new) < max_new_sentences):
+        predicted = reference_backbone(model, torch.stack(embeddings).unsqueeze(0))[0, -1]
+        if at_reference_cost:
+            text = reference_decode(decoder, predicted, model.tokenizer, lang=lang, **decode_kwargs)
+        else:
+            text = decoder.decode(predicted.unsqueeze(0), lang=lang, **decode_kwargs)[0]
+        if text.strip():
+            reencoded = encoder.encode([text], lang=lang)[0]
+        else:  # the reference encodes an empty sentence as `[lang] </s>`
+            lang_id = model.tokenizer.convert_tokens_to_ids(lang)
+            reencoded = encoder.encode_token_ids([[lang_id, HF_EOS]])[0]
+        if torch.nn.functional.cosine_similarity(reencoded, eos, dim=0) >= threshold:
+            break
+        sentences.append(text)
+        embeddings.append(reencoded)
+        new.append(text)
+    return new
