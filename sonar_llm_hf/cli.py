@@ -1,6 +1,7 @@
 """`sonar-llm`: command-line entry point.
 
     sonar-llm generate "Once upon a time, there was a cat. The cat was hungry." [--model PATH_OR_REPO]
+    sonar-llm evaluate --model M --dataset D [--split S] [--prefix short|long|both] [--limit N] --out DIR
 
 Sentences are printed as soon as they are decoded. Without `--model` the offline demo model is used (see
 `sonar_llm_hf.demo`): a miniature trained here to show the method, not a language model.
@@ -66,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--trust-remote-code", action="store_true", help="use the folder's code instead of the package")
     gen.add_argument("--quiet", action="store_true", help="print only the generated sentences")
     gen.set_defaults(func=_generate)
+    from .evaluation.evaluate import add_evaluate_arguments, run_evaluate
+
+    evaluate = commands.add_parser("evaluate", help="the paper's evaluation protocol (NLG, token CE, judge prompts)")
+    add_evaluate_arguments(evaluate)
+    evaluate.set_defaults(func=run_evaluate)
     return parser
 
 
@@ -73,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, OSError) as error:
+    except (ValueError, TypeError, OSError, LookupError) as error:  # LookupError: WordNet missing
         print(f"sonar-llm: error: {error}", file=sys.stderr)
         return 2
 
