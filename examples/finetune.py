@@ -58,7 +58,8 @@ class ScriptArguments:
     prepare_only: bool = field(default=False, metadata={"help": "compute and cache the SONAR embeddings, then exit "
                                                                 "(run once before a long multi-GPU job)"})
     precision: str = field(default="auto", metadata={"help": "auto (bf16/fp16 where the GPU has it), no, bf16, fp16"})
-    loss_type: str | None = field(default=None, metadata={"help": "ce, mse or ce+mse (default: the model's)"})
+    loss_type: str | None = field(default=None, metadata={"help": "ce, mse or ce+mse (default: the model's)",
+                                                          "choices": ["ce", "mse", "ce+mse"]})  # fmt: skip
     lora: bool = field(default=False, metadata={"help": "train LoRA adapters on the backbone + the projections"})
     lora_r: int = field(default=16)
     lora_alpha: int = field(default=32)
@@ -150,7 +151,7 @@ def main(argv=None) -> int:
     # them. The callback saves the tokenizer into every checkpoint: each is a complete, loadable model.
     trainer = Trainer(
         model=model, args=training_args, train_dataset=train_set, eval_dataset=eval_set,
-        data_collator=SonarLLMDataCollator(), callbacks=[save_tokenizer_callback(tokenizer)],
+        data_collator=SonarLLMDataCollator.for_model(model), callbacks=[save_tokenizer_callback(tokenizer)],
     )  # fmt: skip
     resume = training_args.resume_from_checkpoint  # a checkpoint folder, or "last": the newest in --output_dir
     result = trainer.train(resume_from_checkpoint=True if resume in ("last", "true", "True") else resume)

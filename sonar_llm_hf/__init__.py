@@ -13,6 +13,7 @@ Importing the package registers the Auto classes, so `AutoConfig`/`AutoModel.fro
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .conversion.tokenizer import build_sonar_tokenizer
 from .models.configuration_sonar_llm import SONAR_LLM_PRESETS, SonarLLMConfig, llama_preset
@@ -20,6 +21,8 @@ from .models.configuration_sonar_text import SonarTextDecoderConfig, SonarTextEn
 from .models.generation_sonar_llm import PrintSentenceStreamer, SentenceStreamer, SonarLLMGenerateOutput
 from .models.modeling_sonar_llm import SonarLLMForCausalSentenceModeling, SonarLLMOutput
 from .models.modeling_sonar_text import SonarTextDecoder, SonarTextEncoder
+from .models.pipeline_sonar_llm import PACKAGE_TASK, SonarLLMSentencePipeline
+from .models.quantization_sonar import quantize_sonar
 from .models.splitting_sonar_llm import split_sentences
 from .models.tokenization_sonar import SONAR_LANGUAGES, check_language
 from .training.data import SonarLLMDataCollator, prepare_dataset, split_documents
@@ -31,6 +34,11 @@ AutoModel.register(SonarTextEncoderConfig, SonarTextEncoder, exist_ok=True)
 AutoModel.register(SonarTextDecoderConfig, SonarTextDecoder, exist_ok=True)
 AutoModelForSeq2SeqLM.register(SonarTextDecoderConfig, SonarTextDecoder, exist_ok=True)
 AutoModel.register(SonarLLMConfig, SonarLLMForCausalSentenceModeling, exist_ok=True)
+# `pipeline("sentence-continuation", model=folder)` for any SONAR-LLM folder, the packaged demo included; saved
+# folders also list the pipeline in their config.json for users without the package (`pipeline_sonar_llm.py`).
+if PACKAGE_TASK not in PIPELINE_REGISTRY.supported_tasks:
+    PIPELINE_REGISTRY.register_pipeline(PACKAGE_TASK, pipeline_class=SonarLLMSentencePipeline, pt_model=AutoModel,
+                                        type="text")  # fmt: skip
 
 __version__ = "0.1.0"
 
@@ -44,6 +52,7 @@ __all__ = [
     "SonarLLMForCausalSentenceModeling",
     "SonarLLMGenerateOutput",
     "SonarLLMOutput",
+    "SonarLLMSentencePipeline",
     "SonarTextDecoder",
     "SonarTextDecoderConfig",
     "SonarTextEncoder",
@@ -52,6 +61,7 @@ __all__ = [
     "check_language",
     "llama_preset",
     "prepare_dataset",
+    "quantize_sonar",
     "split_documents",
     "split_sentences",
 ]

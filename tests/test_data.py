@@ -155,3 +155,21 @@ def test_collated_label_count_is_the_models_target_count(sonar_llm):
         summed = sonar_llm(**batch, num_items_in_batch=1).loss
     assert out.num_target_tokens == (batch["labels"] != -100).sum()
     torch.testing.assert_close(out.loss, summed / out.num_target_tokens)
+
+
+def test_documents_over_max_sentences_are_cut_with_a_count(capsys):
+    long_doc = " ".join(f"Sentence number {i} is here." for i in range(7))
+    raw = datasets.Dataset.from_dict({"text": [long_doc, "Short one. Two.", long_doc + " One more."]})
+    split = split_documents(raw, max_sentences=5)
+    assert [len(s) for s in split["sentences"]] == [6, 3, 6]  # the first 5 sentences and the end sentence
+    assert "cut 2 of 3 documents to their first 5 sentences (5 sentences dropped" in capsys.readouterr().out
+    split_documents(raw, max_sentences=8)
+    assert "cut" not in capsys.readouterr().out
+
+
+def test_collator_writes_the_duplicated_eos_for_the_model(sonar_llm):
+    features = [{"sentence_embeddings": [[1.0] * 16] * 2, "labels": [[5, 2], [7, 8, 2]]}]
+    assert SonarLLMDataCollator.for_model(sonar_llm).duplicate_eos_id is None
+    sonar_llm.config.duplicate_final_eos_target = True
+    batch = SonarLLMDataCollator.for_model(sonar_llm)(features)
+    assert batch["labels"][0, 1].tolist() == [7, 8, 2, 2] and (batch["labels"][0, 0] == -100).all()

@@ -1,5 +1,5 @@
 """Data parallelism: `accelerate launch` with the shipped CPU config (2 processes over gloo) gives the same losses and
-weights as 1 process with the same global batch."""
+weights as 1 process with the same global batch, for every loss type."""
 
 import importlib.util
 import json
@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import datasets
+import pytest
 import torch
 from transformers import AutoModel
 
@@ -24,11 +25,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def arguments(model_dir, data, out, per_device):
+def arguments(model_dir, data, out, per_device, loss_type):
     return ["--model_name_or_path", str(model_dir), "--dataset", str(data), "--output_dir", str(out), "--max_steps",
             "2", "--per_device_train_batch_size", str(per_device), "--gradient_accumulation_steps", "2",
             "--learning_rate", "1e-2", "--logging_steps", "1", "--report_to", "none", "--use_cpu", "--save_strategy",
-            "no", "--seed", "0", "--dataloader_num_workers", "0", "--disable_tqdm", "true"]  # fmt: skip
+            "no", "--seed", "0", "--dataloader_num_workers", "0", "--disable_tqdm", "true",
+            "--loss_type", loss_type]  # fmt: skip
 
 
 def losses(out):
@@ -36,7 +38,10 @@ def losses(out):
     return [entry["loss"] for entry in history if "loss" in entry]
 
 
-def test_two_gloo_processes_equal_one(tiny_sonar_llm_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("loss_type", ["ce", "mse", "ce+mse"])
+def test_two_gloo_processes_equal_one(tiny_sonar_llm_dir, tmp_path, monkeypatch, loss_type):
+    """Each loss is a sum over target tokens divided by Trainer's count gathered over both processes, so the ragged
+    documents (different sentence and token counts per process) give the same step as one process."""
     data = tmp_path / "docs.jsonl"
     data.write_text("\n".join(json.dumps({"text": story_to_text(s)}) for s in generate_corpus(16, seed=11)))
     cache = tmp_path / "hf_datasets"
@@ -46,11 +51,12 @@ def test_two_gloo_processes_equal_one(tiny_sonar_llm_dir, tmp_path, monkeypatch)
     finetune = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = finetune
     spec.loader.exec_module(finetune)
-    assert finetune.main(arguments(tiny_sonar_llm_dir, data, tmp_path / "single", 4)) == 0
+    assert finetune.main(arguments(tiny_sonar_llm_dir, data, tmp_path / "single", 4, loss_type)) == 0
     # 2 processes over gloo: 2 per device x 2 accumulation x 2 processes = 8
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                str(ROOT / "examples" / "accelerate" / "cpu_gloo.yaml"), "--main_process_port", str(free_port()),
-               str(ROOT / "examples" / "finetune.py"), *arguments(tiny_sonar_llm_dir, data, tmp_path / "double", 2),
+               str(ROOT / "examples" / "finetune.py"),
+               *arguments(tiny_sonar_llm_dir, data, tmp_path / "double", 2, loss_type),
                "--ddp_backend", "gloo"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(cache),
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}  # fmt: skip

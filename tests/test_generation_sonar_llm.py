@@ -144,8 +144,13 @@ def test_generation_settings_round_trip(sonar_llm, tmp_path):
     assert loaded.generation_config.eos_threshold == 0.9 and loaded.generation_config.max_sentences == 12
     config = GenerationConfig.from_pretrained(tmp_path)
     assert config.feedback == "reencoded"
-    out = loaded.generate([PROMPTS[0]], num_beams=1, max_length=8, generation_config=GenerationConfig(max_sentences=2))
+    # A passed config merges with the saved one (issue 11 item 2): the saved threshold 0.9 applies unless it is set.
+    out = loaded.generate([PROMPTS[0]], num_beams=1, max_length=8,
+                          generation_config=GenerationConfig(max_sentences=2, eos_threshold=0.98))  # fmt: skip
     assert len(out.sentences[0]) == 1
+    merged = loaded.generate([PROMPTS[0]], num_beams=1, max_length=8, generation_config=GenerationConfig(max_sentences=2))
+    explicit = loaded.generate([PROMPTS[0]], num_beams=1, max_length=8, max_sentences=2, eos_threshold=0.9)
+    assert merged.sentences == explicit.sentences and merged.finished == explicit.finished
 
 
 @pytest.mark.parametrize(

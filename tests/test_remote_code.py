@@ -107,6 +107,8 @@ def test_demo_model_saved_folder_runs_in_a_virtualenv_without_the_package(tmp_pa
     model.save_pretrained(saved)
     prompt = "Once upon a time, there was a little boy named Tom. Tom had a red ball."
     local = model.generate(prompt, max_new_sentences=2)
+    second = "Mia liked cats."
+    local_batch = model.generate([prompt, second], max_new_sentences=2)
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
@@ -121,7 +123,12 @@ assert importlib.util.find_spec("sonar_llm_hf") is None, "the package leaked int
 from transformers import AutoModel
 model = AutoModel.from_pretrained({str(saved)!r}, trust_remote_code=True)
 out = model.generate({prompt!r}, max_new_sentences=2)
-print(json.dumps({{"module": type(model).__module__, "sentences": out.sentences}}))
+# the folder's config.json names the pipeline task: no task name, batched prompts
+from transformers import pipeline
+pipe = pipeline(model={str(saved)!r}, trust_remote_code=True)
+piped = pipe([{prompt!r}, {second!r}], batch_size=2, max_new_sentences=2)
+print(json.dumps({{"module": type(model).__module__, "sentences": out.sentences,
+                   "pipeline": type(pipe).__module__, "piped": piped}}))
 """
     env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HOME": str(tmp_path / "hf")}
     result = subprocess.run([str(venv / "bin" / "python"), "-c", code], cwd=tmp_path, env=env, capture_output=True,
@@ -130,3 +137,5 @@ print(json.dumps({{"module": type(model).__module__, "sentences": out.sentences}
     remote = json.loads(result.stdout.strip().splitlines()[-1])
     assert remote["module"].startswith("transformers_modules")
     assert remote["sentences"] == local.sentences and local.sentences[0]
+    assert remote["pipeline"].startswith("transformers_modules")
+    assert remote["piped"] == [[{"generated_text": text}] for text in local_batch.full_texts]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..models.pipeline_sonar_llm import HUB_TASK
+
 PAPER = "https://arxiv.org/abs/2508.05305"
 REFERENCE_CODE = "https://github.com/FusionBrainLab/SONAR-LLM"
 LLAMA3_VOCAB = 128_256  # the reference's untrained token embedding: part of its size labels, dropped at conversion
@@ -103,6 +105,16 @@ model = AutoModel.from_pretrained("{{ repo_id }}", trust_remote_code=True)
 print(model.generate(["Once upon a time, there was a little girl."]).texts[0])
 ```
 
+As a pipeline (the folder's config.json lists it under `text-generation`, this card's `pipeline_tag`; with the
+package installed, `pipeline("sentence-continuation", model=...)` works for any SONAR-LLM folder):
+
+```python
+from transformers import pipeline
+
+pipe = pipeline(model="{{ repo_id }}", trust_remote_code=True)
+pipe("Once upon a time, there was a little girl.", max_new_sentences=3)  # [{"generated_text": ...}]
+```
+
 `generate` reproduces the reference loop (SONAR beam search 5, stop when a decoded sentence re-encodes to within
 cosine 0.98 of "End of sequence.", at most 32 sentences){{ begin_note }}. `model(embeddings).predicted_embeddings`
 gives the raw next-sentence predictions.
@@ -113,13 +125,17 @@ gives the raw next-sentence predictions.
 |---|---|
 | backbone | Llama (RoPE llama3, RMSNorm), hidden {{ hidden }}, {{ layers }} layers, {{ heads }} heads of {{ head_dim }} ({{ kv_heads }} key/value heads), FFN {{ ffn }} |
 | sentence encoder / decoder | SONAR text encoder and decoder (d {{ sonar_d }}, {{ enc_layers }} + {{ dec_layers }} layers, vocabulary {{ sonar_vocab }}), frozen |
+| backbone config | {{ config_source }} |
+| SONAR decoder | {{ decoder_note }} |
 | begin sentence | {{ add_begin }} |
 | parameters | backbone and projectors {{ trainable }}; with SONAR {{ total }} |
 | dropped at conversion | {{ dropped }} parameters of the reference's untrained {{ llama_vocab }}-token Llama embedding / LM head |
 
 Conversion checks: every source tensor mapped or deliberately dropped, shapes checked against the backbone config,
-and the converted model's predicted embeddings equal the reference wrapper's (Llama over `forward_proj`, then
-`reverse_proj`) within 1e-6 on a probe batch, before and after reloading the written folder.
+the checkpoint's own copy of the SONAR decoder compared with the one converted, and the converted model's predicted
+embeddings equal, within 1e-5, those of an independent build of the reference (transformers' `LlamaForCausalLM`
+from the reference's `llama_config` and two `nn.Linear` projectors, loaded from the checkpoint's own keys) on a few
+documents; the written folder reloads to the same outputs.
 
 ## Training data
 
@@ -180,6 +196,9 @@ def build_model_card(
     dropped_parameters: int,
     trainable: int,
     total: int,
+    decoder_note: str | None = None,
+    add_begin_source: str | None = None,
+    config_source: str | None = None,
 ) -> ModelCard:
     """The card of a converted folder. `size` is the preset the backbone matches exactly; when None, the size is
     inferred from the parameter count (and said so), and unknown sizes get no paper figures."""
@@ -198,7 +217,7 @@ def build_model_card(
     data = ModelCardData(
         license="cc-by-nc-4.0",
         library_name="transformers",
-        pipeline_tag="text-generation",
+        pipeline_tag=HUB_TASK,  # the task saved folders list in `custom_pipelines`
         base_model="facebook/SONAR",
         language=["en"],
         tags=["sonar", "sonar-llm", "sentence-embeddings", "custom_code"],
@@ -241,7 +260,10 @@ def build_model_card(
         enc_layers=encoder.encoder_layers,
         dec_layers=decoder.decoder_layers,
         sonar_vocab=f"{encoder.vocab_size:,}",
-        add_begin='yes ("Begin of text." is prepended to prompts)' if config.add_begin else "no",
+        add_begin=('yes ("Begin of text." is prepended to prompts)' if config.add_begin else "no")
+        + (f" ({add_begin_source})" if add_begin_source else ""),
+        decoder_note=decoder_note or "SONAR's",
+        config_source=config_source or "not recorded",
         begin_note=BEGIN_NOTE if config.add_begin else "",
         trainable=f"{trainable:,}",
         total=f"{total:,}",

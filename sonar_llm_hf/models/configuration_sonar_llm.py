@@ -81,6 +81,24 @@ def llama_preset(name: str, **overrides) -> SonarLLMBackboneConfig:
     return SonarLLMBackboneConfig(**settings)
 
 
+LOSS_TYPES = ("ce", "mse", "ce+mse")
+
+
+def check_loss_type(value) -> str:
+    """`value` if it is exactly one of `LOSS_TYPES`, else a `TypeError`/`ValueError` naming the choices.
+
+    No case folding or aliases: "CE" or "ce_mse" are refused rather than guessed at.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"`loss_type` must be a string, one of {', '.join(map(repr, LOSS_TYPES))}; got "
+                        f"{type(value).__name__} {value!r}.")  # fmt: skip
+    if value not in LOSS_TYPES:
+        hint = next((f" (did you mean {name!r}?)" for name in LOSS_TYPES
+                     if name == value.strip().lower().replace("_", "+").replace("-", "+")), "")  # fmt: skip
+        raise ValueError(f"`loss_type` must be exactly 'ce', 'mse' or 'ce+mse', got {value!r}{hint}.")
+    return value
+
+
 @strict
 class SonarLLMConfig(PreTrainedConfig):
     r"""
@@ -97,7 +115,10 @@ class SonarLLMConfig(PreTrainedConfig):
         add_begin (`bool`, defaults to False): whether the model was trained with the begin sentence.
         default_lang (`str`, defaults to "eng_Latn"): language of prompts and of training targets.
         loss_type (`str`, defaults to "ce"): "ce" (the paper's token cross-entropy through the frozen decoder),
-            "mse" (Large-Concept-Model style regression on embeddings) or "ce+mse".
+            "mse" (Large-Concept-Model style regression on embeddings) or "ce+mse"; exactly these names, checked on
+            construction and on assignment. Every type is a mean over target tokens (the MSE of a sentence counts
+            once per target token of it), so that `Trainer`'s one count makes all of them exact under gradient
+            accumulation and data parallelism (see `SonarLLMForCausalSentenceModeling.forward`).
         mse_weight (`float`, defaults to 1.0): weight of the MSE term in "ce+mse".
         duplicate_final_eos_target (`bool`, defaults to False): reproduce the reference training script's extra
             `</s>` -> `</s>` target at the end of every sentence (off by default: it is a quirk, not the paper's loss).
@@ -146,10 +167,16 @@ class SonarLLMConfig(PreTrainedConfig):
         for name, sub in (("encoder_config", self.encoder_config), ("decoder_config", self.decoder_config)):
             if sub.d_model != self.embed_dim:
                 raise ValueError(f"`embed_dim` ({self.embed_dim}) must equal the SONAR {name}.d_model ({sub.d_model}).")
-        if self.loss_type not in ("ce", "mse", "ce+mse"):
-            raise ValueError(f"`loss_type` must be 'ce', 'mse' or 'ce+mse', got {self.loss_type!r}.")
+        check_loss_type(self.loss_type)
         if self.ce_chunk_size < 1:
             raise ValueError(f"`ce_chunk_size` must be positive, got {self.ce_chunk_size}.")
+
+    def __setattr__(self, key, value):
+        # Checked on every assignment too (`config.loss_type = "CE"`, `from_pretrained(..., loss_type=...)`), so a
+        # wrong name fails where it is written, not at the first training step.
+        if key == "loss_type":
+            check_loss_type(value)
+        super().__setattr__(key, value)
 
     @classmethod
     def from_preset(cls, name: str, **kwargs) -> "SonarLLMConfig":
@@ -161,4 +188,6 @@ class SonarLLMConfig(PreTrainedConfig):
         return self.llama_config.hidden_size
 
 
-__all__ = ["SonarLLMConfig", "SonarLLMBackboneConfig", "SONAR_LLM_PRESETS", "llama_preset"]
+__all__ = [
+    "SonarLLMConfig", "SonarLLMBackboneConfig", "SONAR_LLM_PRESETS", "llama_preset", "LOSS_TYPES", "check_loss_type",
+]  # fmt: skip

@@ -15,14 +15,20 @@ call per step, and stops each document on its own. Its defaults reproduce the re
 from __future__ import annotations
 
 import contextlib
+import copy
 import sys
+import warnings
 from dataclasses import dataclass, field
+from numbers import Real
 
 import torch
+from transformers import GenerationConfig
 from transformers.generation.streamers import BaseStreamer
 
+from .loading_sonar import execution_device
 from .splitting_sonar_llm import split_sentences
 from .tokenization_sonar import check_language, encode_source
+from .validation_sonar import check_bool, check_decoding, check_integer
 
 # Every option of `SonarLLMForCausalSentenceModeling.generate`, with the reference loop's values. They are stored in
 # the model's `GenerationConfig` (unknown keys round-trip through generation_config.json).
@@ -96,10 +102,93 @@ class PrintSentenceStreamer(SentenceStreamer):
         self.stream.flush()
 
 
+# Entries of a `GenerationConfig` that are bookkeeping, not generation settings.
+_CONFIG_BOOKKEEPING = {"transformers_version", "_from_model_config", "_commit_hash", "_original_object_hash"}
+_OPTION_HINT = (
+    " SONAR-LLM generates sentences: `max_new_sentences` caps sentences per document, `max_length` tokens per"
+    " sentence."
+)
+
+
+def merge_generation_options(saved: GenerationConfig | None, passed: GenerationConfig | None = None, **overrides):
+    """The options of one `generate` call, merged as transformers' `generate` merges them: a passed
+    `GenerationConfig` overrides the saved `model.generation_config` only where it sets a value (not None, through
+    `GenerationConfig.update(defaults_only=True)`, as `GenerationMixin` does), keyword overrides win over both, and
+    `DEFAULT_SENTENCE_GENERATION` fills what neither sets. Unknown keywords are an error; settings of the passed
+    config that sentence generation does not use (`repetition_penalty`, `max_new_tokens`, ...) get a warning."""
+    unknown = sorted(set(overrides) - set(DEFAULT_SENTENCE_GENERATION) - {"tokenizer", "lang"})
+    if unknown:
+        raise TypeError(
+            f"Unknown generation option(s) {unknown}; `generate` takes {', '.join(DEFAULT_SENTENCE_GENERATION)}, "
+            f"`lang` (an alias of `prompt_lang`), `tokenizer` and `streamer`.{_OPTION_HINT}"
+        )
+    if passed is not None and not isinstance(passed, GenerationConfig):
+        raise TypeError(f"`generation_config` must be a transformers `GenerationConfig`, got {type(passed).__name__}.")
+    if "lang" in overrides and overrides.get("prompt_lang") not in (None, overrides["lang"]):
+        raise ValueError(
+            f"`lang` ({overrides['lang']!r}) and `prompt_lang` ({overrides['prompt_lang']!r}) disagree; pass one."
+        )
+    merged = copy.deepcopy(passed) if passed is not None else GenerationConfig()
+    if passed is not None:
+        unused = sorted(set(passed.to_diff_dict()) - set(DEFAULT_SENTENCE_GENERATION) - _CONFIG_BOOKKEEPING)
+        if unused:
+            warnings.warn(
+                f"`generation_config` sets {unused}, which sentence generation does not use; they are "
+                f"ignored.{_OPTION_HINT}",
+                UserWarning,
+                stacklevel=3,
+            )
+    if saved is not None:
+        merged.update(**saved.to_dict(), defaults_only=True, allow_custom_entries=True)
+    options = {key: getattr(merged, key, None) for key in DEFAULT_SENTENCE_GENERATION}
+    options = {key: DEFAULT_SENTENCE_GENERATION[key] if value is None else value for key, value in options.items()}
+    if "lang" in overrides:
+        overrides["prompt_lang"] = overrides.pop("lang")
+    options.update(overrides)
+    return options
+
+
+def check_generation_options(options: dict, decoder_positions: int) -> None:
+    """Refuse every option value that would fail late or silently mean something else, naming it."""
+    check_integer("max_sentences", options["max_sentences"], 1, hint=" A document grows while it holds <= this many.")
+    check_integer("max_new_sentences", options["max_new_sentences"], 1, allow_none=True,
+                  hint=" None: no cap besides `max_sentences`.")  # fmt: skip
+    check_decoding(options["num_beams"], options["max_length"], decoder_positions, options["batch_size"],
+                   options["do_sample"], temperature=options["temperature"], top_p=options["top_p"],
+                   top_k=options["top_k"])  # fmt: skip
+    threshold = options["eos_threshold"]
+    if isinstance(threshold, bool) or not isinstance(threshold, Real) or not -1.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"`eos_threshold` is a cosine and must lie in [-1, 1], got {threshold!r}.")
+    for name in ("eos_check", "feedback"):
+        if options[name] not in ("reencoded", "predicted"):
+            raise ValueError(f"`{name}` must be 'reencoded' or 'predicted', got {options[name]!r}.")
+    check_bool("use_cache", options["use_cache"])
+    check_bool("add_begin", options["add_begin"], allow_none=True)
+    check_integer("seed", options["seed"], -(2**63), allow_none=True)
+
+
+def _check_prompt_lengths(prompts, max_sentences: int, begin: bool) -> None:
+    """A prompt already longer than `max_sentences` would silently come back with nothing generated."""
+    for i, prompt in enumerate(prompts):
+        if len(prompt) > max_sentences:
+            held = f"{len(prompt)} sentences" + (" (the begin sentence included)" if begin else "")
+            raise ValueError(
+                f"Prompt {i} already holds {held}, more than `max_sentences={max_sentences}`; a document grows only "
+                f"while it holds at most `max_sentences` sentences, so nothing would be generated. Pass "
+                f"`max_sentences` >= {len(prompt)} (and `max_new_sentences` to cap the continuation), or shorten "
+                "the prompt."
+            )
+
+
 def _normalise_prompts(prompts, lang: str, dim: int):
     """-> (sentence lists or None, embedding tensors or None)."""
     if prompts is None:
         raise ValueError("Pass `prompts`: a string, a list of strings, a list of sentence lists, or embeddings.")
+    if not isinstance(prompts, (str, list, tuple, torch.Tensor)):
+        raise TypeError(
+            f"`prompts` must be a string, a list of strings, a list of sentence lists, or a float tensor of SONAR "
+            f"embeddings (B, T, {dim}); got {type(prompts).__name__}."
+        )
     if isinstance(prompts, torch.Tensor):
         if prompts.dim() == 2:
             prompts = prompts.unsqueeze(0)
@@ -108,10 +197,15 @@ def _normalise_prompts(prompts, lang: str, dim: int):
         prompts = list(prompts)
     if isinstance(prompts, str):
         prompts = [prompts]
-    if not isinstance(prompts, (list, tuple)) or len(prompts) == 0:
+    if len(prompts) == 0:
         raise ValueError("`prompts` is empty: give at least one prompt.")
     if all(isinstance(p, torch.Tensor) for p in prompts):
         for i, p in enumerate(prompts):
+            if not p.is_floating_point():
+                raise TypeError(
+                    f"Embedding prompt {i} has dtype {p.dtype}; embedding prompts are float SONAR embeddings "
+                    f"(T, {dim}). To continue text, pass the text itself (token ids are not prompts)."
+                )
             if p.dim() != 2 or p.shape[0] == 0:
                 raise ValueError(f"Embedding prompt {i} must have shape (T, {dim}) with T >= 1, got {tuple(p.shape)}.")
         return None, list(prompts)
@@ -170,23 +264,23 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def generate_sentences(model, prompts, streamer: SentenceStreamer | None = None, **options) -> SonarLLMGenerateOutput:
     config = model.config
-    if not -1.0 <= float(options["eos_threshold"]) <= 1.0:
-        raise ValueError(f"`eos_threshold` is a cosine and must lie in [-1, 1], got {options['eos_threshold']}.")
-    for name, allowed in (("eos_check", ("reencoded", "predicted")), ("feedback", ("reencoded", "predicted"))):
-        if options[name] not in allowed:
-            raise ValueError(f"`{name}` must be one of {allowed}, got {options[name]!r}.")
+    check_generation_options(options, model.sonar_decoder.config.max_position_embeddings)
     prompt_lang = check_language(options["prompt_lang"] or config.default_lang)
     target_lang = check_language(options["target_lang"] or prompt_lang)
     add_begin = config.add_begin if options["add_begin"] is None else options["add_begin"]
     batch_size = options["batch_size"]
-    device, dtype = model.device, model.dtype
+    # The backbone's inputs live where its first layer computes; tensors bound for the encoder or the decoder are
+    # moved by their own methods, so with `device_map` every tensor follows the module that uses it.
+    device, dtype = execution_device(model), model.dtype
     tokenizer = model._tokenizer_or_raise(options.get("tokenizer"))
 
     # 1. embed the prompt sentences
     documents, embedded = _normalise_prompts(prompts, prompt_lang, config.embed_dim)
+    if documents is not None and add_begin:
+        documents = [[config.begin_sentence, *doc] for doc in documents]
+    _check_prompt_lengths(documents if documents is not None else embedded, options["max_sentences"],
+                          begin=documents is not None and add_begin)  # fmt: skip
     if documents is not None:
-        if add_begin:
-            documents = [[config.begin_sentence, *doc] for doc in documents]
         flat = [s for doc in documents for s in doc]
         flat_embeddings = _embed_texts(model, tokenizer, flat, prompt_lang, batch_size)
         embedded = list(torch.split(flat_embeddings, [len(doc) for doc in documents]))
@@ -218,14 +312,16 @@ def generate_sentences(model, prompts, streamer: SentenceStreamer | None = None,
     if options["do_sample"]:
         decode_settings.update(temperature=options["temperature"], top_p=options["top_p"], top_k=options["top_k"])
 
-    rng = torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]) if options["seed"] is not None else contextlib.nullcontext()
+    # A seed must not touch the global RNG of any device the model runs on (sampling happens on the decoder's).
+    accelerators = sorted({p.device for p in model.parameters() if p.device.type == "cuda"}, key=str)
+    rng = torch.random.fork_rng(devices=accelerators) if options["seed"] is not None else contextlib.nullcontext()
     with rng:
         if options["seed"] is not None:
             torch.manual_seed(options["seed"])
         # 2. run the prompts through the backbone once, keeping the cache
         sequence, mask = _left_pad(embedded)
         step = model.predict_next(sequence, mask, position_ids=_positions(mask), use_cache=options["use_cache"])
-        cache, predictions = step.cache, step.predicted_embeddings[:, -1]  # (B, d)
+        cache, predictions = step.cache, step.predicted_embeddings[:, -1].to(device)  # (B, d)
 
         new_counts = [0] * num_docs
         while any(active):
@@ -238,9 +334,11 @@ def generate_sentences(model, prompts, streamer: SentenceStreamer | None = None,
                 reencoded = _embed_texts(model, tokenizer, texts, target_lang, batch_size).to(dtype)
             # 4. stop documents whose sentence is the end sentence
             checked = reencoded if options["eos_check"] == "reencoded" else predicted
-            cosine = torch.nn.functional.cosine_similarity(checked.float(), eos.unsqueeze(0), dim=-1)  # (n,)
+            # With `device_map`, the encoder, the decoder and the backbone's ends may sit on different devices.
+            end = eos.to(checked.device).unsqueeze(0)
+            cosine = torch.nn.functional.cosine_similarity(checked.float(), end, dim=-1)  # (n,)
             is_end = (cosine >= options["eos_threshold"]).tolist()
-            fed = reencoded if options["feedback"] == "reencoded" else predicted
+            fed = (reencoded if options["feedback"] == "reencoded" else predicted).to(device)
             next_inputs = sequence.new_zeros(num_docs, 1, config.embed_dim)
             next_mask = torch.zeros(num_docs, 1, dtype=mask.dtype, device=device)
             streamed = []
@@ -271,7 +369,7 @@ def generate_sentences(model, prompts, streamer: SentenceStreamer | None = None,
             else:
                 sequence = torch.cat([sequence, next_inputs], dim=1)
                 step = model.predict_next(sequence, mask, position_ids=_positions(mask), use_cache=False)
-            predictions = step.predicted_embeddings[:, -1]
+            predictions = step.predicted_embeddings[:, -1].to(device)
     if streamer is not None:
         streamer.end()
 
@@ -289,4 +387,6 @@ __all__ = [
     "SentenceStreamer",
     "PrintSentenceStreamer",
     "generate_sentences",
+    "merge_generation_options",
+    "check_generation_options",
 ]

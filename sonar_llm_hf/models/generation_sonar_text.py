@@ -15,6 +15,7 @@ import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, EncoderDecoderCache
 
 from .onednn_linear import linear
+from .validation_sonar import check_decoder_positions
 
 # Vocabulary rows projected at a time when scoring a step: a chunk of logits for 80 hypotheses (5 MB) stays in cache
 # while it is reduced, instead of writing and re-reading 80 MB of logits.
@@ -67,6 +68,17 @@ class BeamSearchCacheLayer(DynamicLayer):
         self.keys, self.values = (buffer[:rows, :, : self.length] for buffer in self.buffers)
 
 
+def vocab_chunks(lm_head):
+    """(first id, function) pairs projecting hidden states onto VOCAB_CHUNK rows of the vocabulary each; an int8
+    head (`quantization_sonar.Int8VocabularyProjection`) brings its own chunks."""
+    if hasattr(lm_head, "vocab_chunks"):
+        return lm_head.vocab_chunks()
+    weight = lm_head.weight
+    if weight.device.type == "meta":  # offloaded by `device_map`: only the head's own call loads its weights
+        return ((0, lm_head),)
+    return ((start, lambda h, w=weight[start : start + VOCAB_CHUNK]: linear(h, w)) for start in range(0, weight.shape[0], VOCAB_CHUNK))
+
+
 @torch.no_grad()
 def fairseq2_beam_search(
     decoder,
@@ -89,7 +101,8 @@ def fairseq2_beam_search(
     config = decoder.config
     eos, unk = config.eos_token_id, 3
     num_inputs, prompt_len = prompt.shape
-    max_seq_len = min(max_length, config.max_position_embeddings)
+    check_decoder_positions(max_length, config.max_position_embeddings)  # an error, never a silent clamp
+    max_seq_len = max_length
     if prompt_len >= max_seq_len:
         raise ValueError(f"`max_length` ({max_length}) must exceed the prompt length ({prompt_len}).")
     device = embeddings.device
@@ -106,8 +119,9 @@ def fairseq2_beam_search(
     cache = EncoderDecoderCache(Cache(layers=layers), DynamicCache())
 
     def next_log_probs(tokens: torch.LongTensor) -> torch.Tensor:
-        logits = decoder(decoder_input_ids=tokens, encoder_outputs=(memory,), cache=cache, use_cache=True).logits
-        return torch.log_softmax(logits.float(), dim=-1)  # (rows, T, V)
+        logits = decoder(decoder_input_ids=tokens, encoder_outputs=(memory,), cache=cache, use_cache=True,
+                         return_dict=True).logits  # fmt: skip
+        return torch.log_softmax(logits.float(), dim=-1).to(device)  # (rows, T, V)
 
     def adjust(logits: torch.Tensor, start: int) -> None:
         """fairseq2's constraints on log-probs, applied to the chunk of logits for ids start..start + width."""
@@ -120,12 +134,13 @@ def fairseq2_beam_search(
 
     def best_next_tokens(tokens: torch.LongTensor, k: int, forced: int | None):
         """Each row's k best next tokens and their log-probs, projecting the vocabulary chunk by chunk."""
-        hidden = decoder.decoder(input_ids=tokens, encoder_hidden_states=memory, cache=cache, use_cache=True)
-        hidden = hidden.last_hidden_state[:, -1]  # (rows, d)
-        weight = decoder.lm_head.weight
+        hidden = decoder.decoder(input_ids=tokens, encoder_hidden_states=memory, cache=cache, use_cache=True,
+                                 return_dict=True)  # fmt: skip
+        # (rows, d), brought to the tied LM head's device (`device_map` may put the last layer on another one)
+        hidden = hidden.last_hidden_state[:, -1].to(device)
         maxes, sums, values, ids = [], [], [], []
-        for start in range(0, weight.shape[0], VOCAB_CHUNK):
-            logits = linear(hidden, weight[start : start + VOCAB_CHUNK]).float()  # (rows, chunk)
+        for start, project in vocab_chunks(decoder.lm_head):
+            logits = project(hidden).float()  # (rows, chunk)
             top = logits.amax(-1, keepdim=True)
             maxes.append(top)
             sums.append((logits - top).exp_().sum(-1, keepdim=True))

@@ -7,11 +7,14 @@ produces garbage, so both are handled here for every model class:
   the same `revision`, `subfolder`, `token`, `cache_dir` and `local_files_only`;
 - a folder without a tokenizer still loads, but anything that needs one raises an error saying what to pass. A
   tokenizer without SentencePiece pieces (what transformers builds from a folder holding no tokenizer files) is
-  never used.
+  never used;
+- `execution_device` says where a module loaded with `device_map` computes (its parameters may be offloaded to "meta").
 """
 
 from __future__ import annotations
 
+import torch
+from torch import nn
 from transformers.utils import logging
 
 from .tokenization_sonar import SONAR_LANGUAGES
@@ -45,6 +48,22 @@ def load_sonar_tokenizer(source: str, **location):
         )
         return None
     return tokenizer
+
+
+def execution_device(module: nn.Module) -> torch.device:
+    """Where `module`'s first layer computes, hence where its inputs belong. `module.device` is its first parameter's
+    device, which is "meta" when `device_map` offloads the module to CPU or disk: accelerate's hook then names the
+    device it runs on (`execution_device`)."""
+    for sub in module.modules():
+        hooks = getattr(sub, "_hf_hook", None)
+        for hook in getattr(hooks, "hooks", [hooks]):  # a SequentialHook holds several
+            device = getattr(hook, "execution_device", None)
+            if device is not None:
+                return torch.device(device)
+        for parameter in sub.parameters(recurse=False):
+            if parameter.device.type != "meta":
+                return parameter.device
+    return torch.device("cpu")
 
 
 class SonarTokenizerMixin:
@@ -118,4 +137,4 @@ class SonarTokenizerMixin:
             )
 
 
-__all__ = ["SonarTokenizerMixin", "has_pieces", "load_sonar_tokenizer"]
+__all__ = ["SonarTokenizerMixin", "execution_device", "has_pieces", "load_sonar_tokenizer"]

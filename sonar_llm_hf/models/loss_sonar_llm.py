@@ -1,7 +1,15 @@
-"""SONAR-LLM's training loss: token cross-entropy over SONAR's 256k vocabulary without materialising the logits.
+"""SONAR-LLM's training loss: token cross-entropy over SONAR's 256k vocabulary without materialising the logits, and
+the one counting rule that keeps every loss type exact under `Trainer`.
 
 It lives apart from the SONAR modules because only SONAR-LLM trains through the decoder this way; the decoder's own
 `forward(labels=...)` keeps transformers' plain cross-entropy.
+
+Counting rule. `Trainer` divides the loss by `num_items_in_batch`, its count of `labels != -100` over all the
+micro-batches of one optimizer step on all devices. Every loss type is therefore a sum over target tokens divided by
+that count: the cross-entropy of each token, and the MSE of each predicted sentence once per target token of it. A sum
+over the same items on every micro-batch, divided by their global count, is what one large batch gives, so gradient
+accumulation and data parallelism are exact. It holds only if every label that is not -100 is an item the model
+scores; `check_countable_labels` refuses labels for which it does not (sentence 0, padded sentences, ...).
 """
 
 from __future__ import annotations
@@ -79,4 +87,59 @@ def chunked_token_cross_entropy(
     return total, count
 
 
-__all__ = ["chunked_token_cross_entropy"]
+def append_eos_target(token_labels: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """Add the reference script's extra `</s>` target after each sentence's `</s>` (its teacher-forcing quirk).
+
+    Rows (left-aligned, padded with -100) that already end in `</s> </s>` are left as they are: the collator may have
+    written the extra target already (`SonarLLMDataCollator.for_model`), so that `Trainer` counts it.
+    """
+    lengths = (token_labels != -100).sum(dim=-1)  # (N,)
+    rows = torch.arange(token_labels.shape[0], device=token_labels.device)
+    last = token_labels[rows, (lengths - 1).clamp(min=0)]
+    before = token_labels[rows, (lengths - 2).clamp(min=0)]
+    done = (lengths >= 2) & (last == eos_id) & (before == eos_id)
+    extra = torch.full_like(token_labels[:, :1], -100)
+    token_labels = torch.cat([token_labels, extra], dim=1)
+    add = ~done & (lengths > 0)
+    token_labels[rows[add], lengths[add]] = eos_id
+    return token_labels
+
+
+def check_countable_labels(labels, attention_mask, num_items, appended: int = 0) -> None:
+    """Refuse labels for which `Trainer`'s count (`labels != -100`) is not the number of items the model scores.
+
+    `num_items` is what the model sums over in this micro-batch; `appended` how many of them are not in `labels`
+    (the duplicated `</s>` targets). Equal counts on every micro-batch make the global counts equal too.
+    """
+    counted = labels.ne(-100).sum()
+    if int(counted) == int(num_items):
+        return
+    first = int(labels[:, 0].ne(-100).sum())
+    padded = 0
+    if attention_mask is not None:
+        padded = int(labels[:, 1:][~attention_mask[:, 1:].bool().to(labels.device)].ne(-100).sum())
+    reasons = []
+    if first:
+        reasons.append(f"labels[:, 0] holds {first} (sentence 0 is never a target: position t-1 predicts sentence t)")
+    if padded:
+        reasons.append(f"{padded} sit at padded sentences (attention_mask 0)")
+    if appended:
+        reasons.append(f"duplicate_final_eos_target adds {appended} `</s>` targets that are not in the labels")
+    fixes = "set those labels to -100, as `SonarLLMDataCollator` does"
+    if appended:
+        fixes += ", and collate with `SonarLLMDataCollator.for_model(model)`, which writes the extra `</s>` targets"
+    raise ValueError(
+        f"`num_items_in_batch` (passed by Trainer) counts every label != -100: {int(counted)} in this batch, but the "
+        f"model scores {int(num_items)} target tokens: {'; '.join(reasons) or 'the counts differ'}. The loss would be "
+        f"divided by the wrong count (a silently smaller or larger learning rate). Fix: {fixes}."
+    )
+
+
+def token_weighted_squared_error(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Sum over sentences of `weights` x the mean squared error of the sentence's embedding (over its d dims), fp32."""
+    per_sentence = (pred.float() - target.float()).pow(2).mean(dim=-1)  # (N,)
+    return (per_sentence * weights.to(per_sentence)).sum()
+
+
+__all__ = ["chunked_token_cross_entropy", "append_eos_target", "check_countable_labels",
+           "token_weighted_squared_error"]  # fmt: skip

@@ -17,13 +17,19 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import GenerationConfig, GenerationMixin, LlamaModel, PreTrainedModel
 from transformers.models.m2m_100.modeling_m2m_100 import M2M100SinusoidalPositionalEmbedding
-from transformers.utils import ModelOutput, logging
+from transformers.utils import ModelOutput, can_return_tuple, logging
 
-from .configuration_sonar_llm import SonarLLMConfig
-from .generation_sonar_llm import DEFAULT_SENTENCE_GENERATION, generate_sentences
-from .loss_sonar_llm import chunked_token_cross_entropy
+from .configuration_sonar_llm import SonarLLMConfig, check_loss_type
+from .generation_sonar_llm import DEFAULT_SENTENCE_GENERATION, generate_sentences, merge_generation_options
+from .loss_sonar_llm import (
+    append_eos_target,
+    check_countable_labels,
+    chunked_token_cross_entropy,
+    token_weighted_squared_error,
+)
 from .loading_sonar import SonarTokenizerMixin
 from .modeling_sonar_text import SonarTextDecoder, SonarTextEncoder, check_sentence_embeddings
+from .validation_sonar import check_token_labels
 
 logger = logging.get_logger(__name__)
 
@@ -36,14 +42,20 @@ class SonarLLMOutput(ModelOutput):
         loss: the training loss (see `SonarLLMConfig.loss_type`), `loss` first for `Trainer`.
         predicted_embeddings (B, T, d): position t predicts the embedding of sentence t + 1.
         cache: the backbone's key/value cache when `use_cache=True`.
+        hidden_states: the backbone's hidden states (its input and each layer's output, (B, T, H) each) when
+            `output_hidden_states=True`.
+        attentions: the backbone's attention weights per layer, (B, heads, T, T), when `output_attentions=True`
+            (with `attn_implementation="eager"`; SDPA and flash attention compute none).
         ce_loss, mse_loss: the loss terms, detached, for logging.
-        num_target_tokens: how many tokens the cross-entropy averaged over.
+        num_target_tokens: the target tokens of this batch, the items every loss type averages over (with
+            `num_items_in_batch`, the loss is their sum divided by that count instead).
     """
 
     loss: torch.FloatTensor | None = None
     predicted_embeddings: torch.FloatTensor | None = None
     cache: object | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
     ce_loss: torch.FloatTensor | None = None
     mse_loss: torch.FloatTensor | None = None
     num_target_tokens: torch.LongTensor | None = None
@@ -123,6 +135,13 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
     def get_input_embeddings(self) -> nn.Module:
         return self.sentence_in_proj
 
+    def _input_dtype(self) -> torch.dtype:
+        """The dtype `sentence_in_proj` computes in (its weight's; PEFT may wrap the layer)."""
+        for parameter in self.sentence_in_proj.parameters():
+            if parameter.is_floating_point():
+                return parameter.dtype
+        return self.dtype
+
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.sentence_in_proj = value
 
@@ -131,6 +150,14 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
 
     def _after_loading(self) -> None:
         self._freeze_sonar()
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Also lists the sentence pipeline in config.json (`custom_pipelines`), so that `pipeline(model=folder,
+        trust_remote_code=True)` finds its task; the import below makes `save_pretrained` copy its file too."""
+        from .pipeline_sonar_llm import custom_pipelines_entry
+
+        self.config.custom_pipelines = custom_pipelines_entry()
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     @property
     def tokenizer(self):
@@ -153,7 +180,14 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
         use_cache: bool | None = None,
         **kwargs,
     ) -> SonarLLMOutput:
-        """Backbone pass only: predicted next-sentence embeddings (B, T, d), and the cache."""
+        """Backbone pass only: predicted next-sentence embeddings (B, T, d), the cache, and the backbone's hidden
+        states / attentions when asked (`output_hidden_states`, `output_attentions`, here or in `config`)."""
+        kwargs.pop("return_dict", None)  # always a `SonarLLMOutput`; `forward` makes tuples
+        for name in ("output_hidden_states", "output_attentions"):
+            if kwargs.get(name) is None and getattr(self.config, name, False):
+                kwargs[name] = True  # the backbone reads its own config, not this one
+        # Embeddings come in fp32 (SONAR, the collator); a bf16/fp16 model takes them in its own dtype.
+        sentence_embeddings = sentence_embeddings.to(self._input_dtype())
         hidden = self.sentence_in_proj(sentence_embeddings)  # (B, T, d) -> (B, T, H)
         outputs = self.model(
             inputs_embeds=hidden,
@@ -161,11 +195,18 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
             position_ids=position_ids,
             cache=cache,
             use_cache=use_cache,
+            return_dict=True,
             **kwargs,
         )
         predicted = self.sentence_out_proj(outputs.last_hidden_state)  # (B, T, H) -> (B, T, d)
-        return SonarLLMOutput(predicted_embeddings=predicted, cache=outputs.cache, hidden_states=outputs.hidden_states)
+        return SonarLLMOutput(
+            predicted_embeddings=predicted,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
 
+    @can_return_tuple  # `return_dict=False` (or `config.return_dict=False`): a tuple, `loss` first when computed
     def forward(
         self,
         sentence_embeddings: torch.Tensor,
@@ -178,14 +219,24 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
         **kwargs,
     ) -> SonarLLMOutput:
         r"""
-        sentence_embeddings (`torch.Tensor` of shape `(B, T, d)`): SONAR embeddings of each document's sentences.
+        sentence_embeddings (`torch.Tensor` of shape `(B, T, d)`): SONAR embeddings of each document's sentences,
+            in any floating dtype (cast to the model's: an fp32 batch feeds a bf16 model).
         attention_mask (`torch.Tensor` of shape `(B, T)`): 1 for real sentences, 0 for padding.
         labels (`torch.LongTensor` of shape `(B, T, L)`): token ids of the same sentences, `[lang] pieces </s>`,
             padded with -100. Position t-1 predicts sentence t (the shift happens here, as in causal LMs), so
-            `labels[:, 0]` is never a target; set it to -100 (as `SonarLLMDataCollator` does) so that `Trainer`'s
-            token count, which covers every label, equals the number of targets.
-        num_items_in_batch: target-token count of the whole accumulated batch (passed by `Trainer`); the loss is
-            then a sum divided by it, so gradient accumulation equals one large batch.
+            `labels[:, 0]` and the labels of padded sentences are never targets. Without `num_items_in_batch` any
+            such labels are ignored and the loss is the mean over the targets. Under `Trainer`, lay them out as
+            `SonarLLMDataCollator` does: -100 wherever there is no target.
+        num_items_in_batch: the number of items to divide by, counted as `Trainer` counts it: `labels != -100` over
+            every micro-batch of the optimizer step, on every device. The loss is then a sum over this micro-batch's
+            items divided by it, so gradient accumulation and data parallelism equal one large batch, for every
+            `loss_type`: the items are target tokens, the cross-entropy sums over them and the MSE counts each
+            predicted sentence once per target token of it. Because that count covers every label, labels that are
+            not targets (`labels[:, 0]`, padded sentences, or the extra `</s>` of `duplicate_final_eos_target`
+            missing from the labels) would divide the loss by the wrong number: they raise a `ValueError` saying
+            how many there are and what to change, instead of training with a silently scaled learning rate.
+        output_hidden_states, output_attentions, return_dict: as in every transformers model (the backbone's states
+            and attention weights; `return_dict=False` returns `SonarLLMOutput.to_tuple()`, `loss` first).
         """
         self._check_inputs(sentence_embeddings, attention_mask, labels)
         if labels is not None and use_cache is None:
@@ -195,6 +246,9 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
         )
         if labels is not None:
             self._add_loss(outputs, sentence_embeddings, attention_mask, labels, num_items_in_batch)
+            # Fields set after construction join the keys last; rebuilding orders them as declared, so that
+            # `to_tuple()` (hence `return_dict=False`) puts `loss` first, as in every transformers model.
+            outputs = SonarLLMOutput(**outputs)
         return outputs
 
     def _check_inputs(self, embeddings, attention_mask, labels) -> None:
@@ -217,34 +271,52 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
                 )
             if labels.dtype not in (torch.long, torch.int32, torch.int64):
                 raise TypeError(f"`labels` must hold integer token ids, got dtype {labels.dtype}.")
+            check_token_labels(labels, self.sonar_decoder.config.vocab_size)
 
     def _add_loss(self, outputs, embeddings, attention_mask, labels, num_items_in_batch) -> None:
-        """Cross-entropy through the frozen decoder (and/or MSE) for every position that has a next sentence."""
+        """Cross-entropy through the frozen decoder (and/or MSE) for every position that has a next sentence.
+
+        Every loss type is a sum over target tokens divided by their count (`loss_sonar_llm.py`, "Counting rule"):
+        `num_items_in_batch` under `Trainer`, this batch's own count otherwise.
+        """
         predicted = outputs.predicted_embeddings
+        loss_type = check_loss_type(self.config.loss_type)  # also catches a config changed behind its back
         # 1. pair position t-1 with sentence t
         targets = labels[:, 1:]  # (B, T-1, L)
         present = (targets != -100).any(dim=-1)  # (B, T-1)
         if attention_mask is not None:
-            present &= attention_mask[:, 1:].bool()
-        pred = predicted[:, :-1][present]  # (N, d)
-        loss_type = self.config.loss_type
+            present &= attention_mask[:, 1:].bool().to(present.device)
+        # With `device_map`, labels and inputs sit on the first device and predictions on the last one's.
+        pred = predicted[:, :-1][present.to(predicted.device)]  # (N, d)
+        token_labels = targets[present].long()  # (N, L)
+        appended = 0
+        if loss_type != "mse" and self.config.duplicate_final_eos_target:
+            before = int((token_labels != -100).sum())
+            token_labels = append_eos_target(token_labels, self.sonar_decoder.config.eos_token_id)
+            appended = int((token_labels != -100).sum()) - before
+        # 2. the items: target tokens (each sentence's MSE counts once per target token of it)
+        tokens_per_sentence = (token_labels != -100).sum(dim=-1)  # (N,)
+        count = tokens_per_sentence.sum()
+        if num_items_in_batch is not None:
+            check_countable_labels(labels, attention_mask, count, appended)
+            denominator = num_items_in_batch
+        else:
+            denominator = count.clamp(min=1)
         loss = predicted.new_zeros((), dtype=torch.float32)
-        if "ce" in loss_type:
-            token_labels = targets[present]  # (N, L)
-            ce_sum, count = self._decoder_cross_entropy(pred, token_labels)
-            denominator = num_items_in_batch if num_items_in_batch is not None else count.clamp(min=1)
-            if torch.is_tensor(denominator):
-                denominator = denominator.to(ce_sum.device)
-            ce = ce_sum / denominator
+        # 3. the terms, each a sum divided by the same count
+        if loss_type in ("ce", "ce+mse"):
+            ce_sum, _ = self._decoder_cross_entropy(pred, token_labels)
+            ce = (ce_sum / _on(denominator, ce_sum.device)).to(loss.device)
             loss = loss + ce
             outputs.ce_loss = ce.detach()
-            outputs.num_target_tokens = count
-        if "mse" in loss_type:
-            target_embeddings = embeddings[:, 1:][present]  # (N, d)
-            mse = nn.functional.mse_loss(pred.float(), target_embeddings.float())
+        if loss_type in ("mse", "ce+mse"):
+            target_embeddings = embeddings[:, 1:][present].to(pred.device)  # (N, d)
+            squared = token_weighted_squared_error(pred, target_embeddings, tokens_per_sentence)
+            mse = (squared / _on(denominator, squared.device)).to(loss.device)
             weight = self.config.mse_weight if loss_type == "ce+mse" else 1.0
             loss = loss + weight * mse
             outputs.mse_loss = mse.detach()
+        outputs.num_target_tokens = count
         outputs.loss = loss
 
     def _decoder_cross_entropy(self, pred: torch.Tensor, token_labels: torch.Tensor):
@@ -252,8 +324,6 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
         token_labels = token_labels.long()
         width = int((token_labels != -100).sum(dim=-1).max().item()) if token_labels.numel() else 0
         token_labels = token_labels[:, : max(width, 1)]  # drop all-padding columns
-        if self.config.duplicate_final_eos_target:
-            token_labels = _append_eos_target(token_labels, self.sonar_decoder.config.eos_token_id)
         start = torch.full_like(token_labels[:, :1], self.sonar_decoder.config.decoder_start_token_id)
         decoder_input = torch.cat([start, token_labels[:, :-1]], dim=1)  # shift right
         decoder_input = decoder_input.masked_fill(decoder_input == -100, self.sonar_decoder.config.pad_token_id)
@@ -271,7 +341,9 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
             ])  # fmt: skip
         else:
             hidden = decoder.decoder_hidden_states(pred, decoder_input)  # (N, L, d)
-        return chunked_token_cross_entropy(hidden, decoder.lm_head.weight, token_labels, chunk_size=self.config.ce_chunk_size)
+        weight = decoder.lm_head.weight  # the last decoder layer may sit on another device than the LM head
+        return chunked_token_cross_entropy(hidden.to(weight.device), weight, token_labels.to(weight.device),
+                                           chunk_size=self.config.ce_chunk_size)  # fmt: skip
 
     def _checkpoints_frozen_decoder(self) -> bool:
         """Activation checkpointing is on and the SONAR decoder is frozen (so its own layers will not do it)."""
@@ -286,27 +358,19 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
         `prompts`: a string (split into sentences offline), a list of strings, a list of sentence lists, or
         embeddings (B, T, d) / a list of (T_i, d) tensors. Returns a `SonarLLMGenerateOutput` with `.sentences`,
         `.texts` and `.embeddings`.
+
+        Settings merge as in transformers: `generation_config` overrides the saved `model.generation_config` only
+        where it sets a value, and keyword options (`num_beams=1`, ...) override both.
         """
-        # 1. merge the saved generation settings with this call's overrides
-        settings = (generation_config or self.generation_config).to_dict()
-        unknown = set(kwargs) - set(DEFAULT_SENTENCE_GENERATION) - {"tokenizer", "lang"}
-        if unknown:
-            raise TypeError(f"Unknown generation option(s): {', '.join(sorted(unknown))}.")
-        options = {key: settings.get(key, default) for key, default in DEFAULT_SENTENCE_GENERATION.items()}
-        options.update(kwargs)
-        if "lang" in options:
-            options["prompt_lang"] = options.pop("lang")
-        # 2. run the sentence loop
+        # 1. merge the saved generation settings with this call's config and keyword overrides
+        options = merge_generation_options(self.generation_config, generation_config, **kwargs)
+        # 2. run the sentence loop (it checks every option first)
         return generate_sentences(self, prompts, streamer=streamer, **options)
 
 
-def _append_eos_target(token_labels: torch.Tensor, eos_id: int) -> torch.Tensor:
-    """Add the reference script's extra `</s>` target after each sentence's `</s>` (its teacher-forcing quirk)."""
-    extra = torch.full_like(token_labels[:, :1], -100)
-    token_labels = torch.cat([token_labels, extra], dim=1)
-    lengths = (token_labels != -100).sum(dim=-1)  # (N,)
-    token_labels[torch.arange(token_labels.shape[0]), lengths] = eos_id
-    return token_labels
+def _on(count, device):
+    """`num_items_in_batch` may be an int or a tensor on another device."""
+    return count.to(device) if torch.is_tensor(count) else count
 
 
 SonarLLMConfig.register_for_auto_class()

@@ -29,11 +29,11 @@ from transformers.models.m2m_100.modeling_m2m_100 import (
     M2M100PreTrainedModel,
     shift_tokens_right,
 )
-from transformers.utils import logging
+from transformers.utils import can_return_tuple, logging
 
 from .configuration_sonar_text import SonarTextDecoderConfig, SonarTextEncoderConfig
 from .generation_sonar_text import fairseq2_beam_search
-from .loading_sonar import SonarTokenizerMixin
+from .loading_sonar import SonarTokenizerMixin, execution_device
 from .onednn_linear import onednn_linears
 from .tokenization_sonar import (
     check_language,
@@ -42,6 +42,7 @@ from .tokenization_sonar import (
     suppressed_token_ids,
     validate_texts,
 )
+from .validation_sonar import check_decoder_positions, check_decoding, check_encoder_length, check_token_labels
 
 logger = logging.get_logger(__name__)
 
@@ -53,7 +54,7 @@ def masked_mean_pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor |
     """Mean over real tokens, the language token and `</s>` included, computed as fairseq2 does."""
     if attention_mask is None:
         attention_mask = hidden_states.new_ones(hidden_states.shape[:2])
-    mask = attention_mask.to(hidden_states.dtype).unsqueeze(-1)  # (N, T, 1)
+    mask = attention_mask.to(hidden_states.device, hidden_states.dtype).unsqueeze(-1)  # (N, T, 1)
     summed = (hidden_states * mask).sum(dim=1)  # (N, d)
     lengths = mask.sum(dim=1)  # (N, 1)
     return summed * (1.0 / (lengths + _POOLING_EPS))
@@ -110,6 +111,7 @@ class SonarTextEncoder(SonarTextPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.encoder.embed_tokens = value
 
+    @can_return_tuple  # `return_dict=False` (or `config.return_dict=False`) gives a tuple, as in transformers
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -122,7 +124,11 @@ class SonarTextEncoder(SonarTextPreTrainedModel):
                 f"Input has {input_ids.shape[-1]} tokens but SONAR encodes at most "
                 f"{self.config.max_position_embeddings}; truncate it (keeping `</s>`) or split the text."
             )
-        outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs)
+        if inputs_embeds is not None:
+            inputs_embeds = inputs_embeds.to(self.dtype)  # token embeddings in the model's dtype (bf16/fp16 too)
+        outputs = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, return_dict=True, **kwargs
+        )
         pooled = masked_mean_pool(outputs.last_hidden_state, attention_mask)  # (N, T, d) -> (N, d)
         return BaseModelOutputWithPooling(
             last_hidden_state=outputs.last_hidden_state,
@@ -140,25 +146,36 @@ class SonarTextEncoder(SonarTextPreTrainedModel):
         tokenizer=None,
         progress_bar: bool | None = None,
         max_length: int | None = None,
+        fast_cpu_kernels: bool = True,
+        truncation: bool = True,
     ) -> torch.Tensor:
         """Embed sentences, returning (N, d) in input order.
 
         Texts are sorted by token length and batched so that padding stays small; `progress_bar=None` shows a bar
-        only for inputs of more than 10 batches. Over-long texts are truncated with `</s>` kept (with a warning).
+        only for inputs of more than 10 batches. Texts over `max_length` tokens (the encoder's positions) are
+        truncated with `</s>` kept, with one warning per call counting the tokens dropped; `truncation=False`
+        raises instead.
+        On CPU in fp32 the matrix products use oneDNN (`fast_cpu_kernels`, see `onednn_linear.py`): the same sums
+        in another order, about twice torch's default speed for the few rows of one sentence.
         """
         tokenizer = self._tokenizer_or_raise(tokenizer)
         texts = validate_texts(texts)
         lang = check_language(lang)
-        max_length = max_length or self.config.max_position_embeddings
-        token_ids = encode_source(tokenizer, texts, lang, max_length=max_length)
-        return self.encode_token_ids(token_ids, batch_size=batch_size, progress_bar=progress_bar)
+        max_length = check_encoder_length(max_length, self.config.max_position_embeddings)
+        token_ids = encode_source(tokenizer, texts, lang, max_length=max_length, truncation=truncation)
+        return self.encode_token_ids(token_ids, batch_size=batch_size, progress_bar=progress_bar,
+                                     fast_cpu_kernels=fast_cpu_kernels)  # fmt: skip
 
     @torch.no_grad()
     def encode_token_ids(
-        self, token_ids: Sequence[Sequence[int]], batch_size: int = 32, progress_bar: bool | None = None
+        self,
+        token_ids: Sequence[Sequence[int]],
+        batch_size: int = 32,
+        progress_bar: bool | None = None,
+        fast_cpu_kernels: bool = True,
     ) -> torch.Tensor:
         """Embed already tokenized sentences (`[lang] pieces </s>`), batching them by length."""
-        device = self.device
+        device = execution_device(self)
         order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]), reverse=True)
         batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
         if progress_bar is None:
@@ -171,8 +188,10 @@ class SonarTextEncoder(SonarTextPreTrainedModel):
             for row, i in enumerate(batch):
                 ids[row, : len(token_ids[i])] = torch.tensor(token_ids[i])
                 mask[row, : len(token_ids[i])] = 1
-            pooled = self(input_ids=ids.to(device), attention_mask=mask.to(device)).pooler_output
-            result[torch.tensor(batch, device=device)] = pooled
+            with onednn_linears(self, enabled=fast_cpu_kernels):
+                outputs = self(input_ids=ids.to(device), attention_mask=mask.to(device), return_dict=True)
+                pooled = outputs.pooler_output
+            result[torch.tensor(batch, device=device)] = pooled.to(device)  # the last layer may sit elsewhere
         return result
 
 
@@ -285,11 +304,13 @@ class SonarTextDecoder(SonarTextPreTrainedModel, GenerationMixin):
     ) -> torch.Tensor:
         """Final decoder states (N, L, d) before the LM head, for losses that project them chunk by chunk."""
         check_sentence_embeddings(sentence_embeddings, self.config.d_model)
-        memory = sentence_embeddings.unsqueeze(1)  # (N, d) -> (N, 1, d)
+        memory = sentence_embeddings.to(self.dtype).unsqueeze(1)  # (N, d) -> (N, 1, d), in the model's dtype
         return self.decoder(
-            input_ids=decoder_input_ids, attention_mask=decoder_attention_mask, encoder_hidden_states=memory
+            input_ids=decoder_input_ids, attention_mask=decoder_attention_mask, encoder_hidden_states=memory,
+            return_dict=True,
         ).last_hidden_state
 
+    @can_return_tuple
     def forward(
         self,
         sentence_embeddings: torch.Tensor | None = None,
@@ -315,8 +336,15 @@ class SonarTextDecoder(SonarTextPreTrainedModel, GenerationMixin):
                 raise ValueError("Pass `sentence_embeddings` of shape (N, d) (or `encoder_outputs`).")
             encoder_outputs = self.memory(sentence_embeddings)
         memory = encoder_outputs[0] if isinstance(encoder_outputs, tuple) else encoder_outputs.last_hidden_state
+        memory = memory.to(self.dtype)  # fp32 embeddings feed a bf16/fp16 decoder
+        if labels is not None:
+            check_token_labels(labels, self.config.vocab_size)
         if labels is not None and decoder_input_ids is None and decoder_inputs_embeds is None:
             decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+        tokens = decoder_input_ids if decoder_input_ids is not None else decoder_inputs_embeds
+        if tokens is not None:  # positions past the decoder's would be extrapolated silently
+            check_decoder_positions(tokens.shape[1] + (cache.get_seq_length() if cache is not None else 0),
+                                    self.config.max_position_embeddings)  # fmt: skip
         outputs = self.decoder(
             input_ids=decoder_input_ids,
             attention_mask=decoder_attention_mask,
@@ -324,13 +352,16 @@ class SonarTextDecoder(SonarTextPreTrainedModel, GenerationMixin):
             cache=cache,
             inputs_embeds=decoder_inputs_embeds,
             use_cache=use_cache,
+            return_dict=True,
             **kwargs,
         )
         logits = self.lm_head(outputs.last_hidden_state)  # (N, L, d) -> (N, L, V)
         loss = None
         if labels is not None:
             loss = nn.functional.cross_entropy(
-                logits.float().reshape(-1, logits.shape[-1]), labels.to(logits.device).reshape(-1), ignore_index=-100
+                logits.float().reshape(-1, logits.shape[-1]),
+                labels.to(logits.device).long().reshape(-1),
+                ignore_index=-100,
             )
         return Seq2SeqLMOutput(
             loss=loss,
@@ -347,7 +378,7 @@ class SonarTextDecoder(SonarTextPreTrainedModel, GenerationMixin):
         tokenizer = self._tokenizer_or_raise(tokenizer)
         lang_id = tokenizer.convert_tokens_to_ids(check_language(lang))
         prompt = [self.config.decoder_start_token_id, lang_id]
-        return torch.tensor([prompt] * batch_size, dtype=torch.long, device=self.device)
+        return torch.tensor([prompt] * batch_size, dtype=torch.long, device=execution_device(self))
 
     @torch.no_grad()
     def decode(
@@ -379,12 +410,14 @@ class SonarTextDecoder(SonarTextPreTrainedModel, GenerationMixin):
         tokenizer = self._tokenizer_or_raise(tokenizer)
         if beam_search not in ("fairseq2", "transformers"):
             raise ValueError(f"`beam_search` must be 'fairseq2' or 'transformers', got {beam_search!r}.")
+        check_decoding(num_beams, max_length, self.config.max_position_embeddings, batch_size, do_sample,
+                       **generate_kwargs)  # fmt: skip
         if isinstance(embeddings, torch.Tensor) and embeddings.dim() == 1:
             embeddings = embeddings.unsqueeze(0)
         check_sentence_embeddings(embeddings, self.config.d_model, name="embeddings")
         if embeddings.dim() != 2:
             raise ValueError(f"`embeddings` must have shape (N, {self.config.d_model}), got {tuple(embeddings.shape)}.")
-        embeddings = embeddings.to(device=self.device, dtype=self.dtype)
+        embeddings = embeddings.to(device=execution_device(self), dtype=self.dtype)
         suppress = suppressed_token_ids(tokenizer, self.config.vocab_size)
         use_fairseq2 = num_beams > 1 and not do_sample and beam_search == "fairseq2"
         if use_fairseq2 and generate_kwargs:
@@ -392,7 +425,7 @@ class SonarTextDecoder(SonarTextPreTrainedModel, GenerationMixin):
         settings = dict(
             num_beams=num_beams,
             do_sample=do_sample,
-            max_length=min(max_length, self.config.max_position_embeddings),
+            max_length=max_length,  # checked against the decoder's positions above
             length_penalty=1.0,
             early_stopping=True if num_beams > 1 else None,
             no_repeat_ngram_size=0,

@@ -168,19 +168,29 @@ def validate_texts(texts) -> list[str]:
     return list(texts)
 
 
-def _encode(tokenizer, texts, lang: str, max_length: int, kind: str) -> list[list[int]]:
+def _encode(tokenizer, texts, lang: str, max_length: int, kind: str, truncation: bool = True) -> list[list[int]]:
     texts = validate_texts(texts)
+    if not isinstance(truncation, bool):
+        raise TypeError(f"`truncation` must be True (cut long texts, warning) or False (raise), got {truncation!r}.")
     if max_length < 3:
         raise ValueError(f"`max_length` must leave room for the language token, a piece and `</s>`, got {max_length}.")
     lang_id = tokenizer.convert_tokens_to_ids(check_language(lang))
     eos_id = tokenizer.convert_tokens_to_ids("</s>")
-    rows, truncated, empty = [], 0, []
+    rows, dropped, empty = [], {}, []  # dropped: text index -> tokens cut
     for index, ids in enumerate(_pieces(tokenizer, texts)):
         if not ids:  # only characters the normaliser deletes (zero-width, controls): fairseq2 gives `[lang] </s>`
             empty.append(index)
         if len(ids) + 2 > max_length:
-            ids, truncated = ids[: max_length - 2], truncated + 1
+            dropped[index] = len(ids) + 2 - max_length
+            ids = ids[: max_length - 2]
         rows.append([lang_id, *ids, eos_id])
+    if dropped and not truncation:
+        lengths = ", ".join(f"text {i}: {n + max_length} tokens" for i, n in list(dropped.items())[:10])
+        raise ValueError(
+            f"{len(dropped)} of {len(texts)} {kind} text(s) exceed `max_length={max_length}` tokens ({lengths}"
+            f"{', ...' if len(dropped) > 10 else ''}) and `truncation=False`. Split long texts into sentences, or "
+            "pass `truncation=True` to cut them (keeping `</s>`)."
+        )
     if empty:
         warnings.warn(
             f"{kind.capitalize()} text(s) {empty[:10]} hold no tokens after SentencePiece normalisation (e.g. only "
@@ -188,37 +198,45 @@ def _encode(tokenizer, texts, lang: str, max_length: int, kind: str) -> list[lis
             UserWarning,
             stacklevel=3,
         )
-    if truncated:
+    if dropped:
+        worst = ", ".join(f"text {i}: {n}" for i, n in sorted(dropped.items(), key=lambda item: -item[1])[:5])
         warnings.warn(
-            f"{truncated} of {len(texts)} {kind} text(s) exceeded {max_length} tokens and were truncated; `</s>` was "
-            "kept (fairseq2 slices it off). Split long texts into sentences for faithful embeddings.",
+            f"{len(dropped)} of {len(texts)} {kind} text(s) exceeded {max_length} tokens and were truncated, dropping "
+            f"{sum(dropped.values())} token(s) in all ({worst}{', ...' if len(dropped) > 5 else ''}); `</s>` was "
+            "kept (fairseq2 slices it off). Split long texts into sentences for faithful embeddings, or pass "
+            "`truncation=False` to get an error instead.",
             UserWarning,
             stacklevel=3,
         )
     return rows
 
 
-def encode_source(tokenizer, texts, lang: str = "eng_Latn", max_length: int = 514) -> list[list[int]]:
+def encode_source(
+    tokenizer, texts, lang: str = "eng_Latn", max_length: int = 514, truncation: bool = True
+) -> list[list[int]]:
     """Encoder input ids `[lang] pieces </s>` per text, equal to fairseq2's NLLB tokenizer in source mode.
 
     Texts longer than `max_length` tokens (the encoder's 514 positions) keep `[lang]`, the first pieces and `</s>`, and
-    a `UserWarning` says how many were cut. fairseq2's pipeline slices `ids[:max_length]` instead, silently dropping
-    `</s>`; we keep it because the model never saw a sentence without it.
+    one `UserWarning` per call says how many texts were cut and how many tokens were dropped. fairseq2's pipeline
+    slices `ids[:max_length]` instead, silently dropping `</s>`; we keep it because the model never saw a sentence
+    without it. `truncation=False` (strict mode) raises a `ValueError` naming the over-long texts instead.
 
     Example:
         ```python
         >>> encode_source(tokenizer, ["Le chat."], "fra_Latn")  # [[fra_Latn id, ..., 2]]
         ```
     """
-    return _encode(tokenizer, texts, lang, max_length, "source")
+    return _encode(tokenizer, texts, lang, max_length, "source", truncation)
 
 
-def encode_target(tokenizer, texts, lang: str = "eng_Latn", max_length: int = 512) -> list[list[int]]:
+def encode_target(
+    tokenizer, texts, lang: str = "eng_Latn", max_length: int = 512, truncation: bool = True
+) -> list[list[int]]:
     """Decoder target ids `[lang] pieces </s>` per text: what the SONAR decoder must produce after its `</s>` start
     token. fairseq2's target mode is `</s> lang pieces </s>`, i.e. the start token followed by these; the decoder
     input is these shifted right behind `</s>` (`decoder_start_token_id=2`). Same validation and truncation (keeping
-    `</s>`, 512 decoder positions by default) as `encode_source`."""
-    return _encode(tokenizer, texts, lang, max_length, "target")
+    `</s>`, 512 decoder positions by default; `truncation=False` raises) as `encode_source`."""
+    return _encode(tokenizer, texts, lang, max_length, "target", truncation)
 
 
 def decode_ids(tokenizer, ids_batch: Sequence[Sequence[int]]) -> list[str]:

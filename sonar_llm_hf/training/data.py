@@ -28,7 +28,9 @@ Bad input, all counted, none dropped silently:
 - an empty or whitespace-only document: skipped and counted (no sentence to learn from);
 - fewer than 2 entries after adding the end/begin sentences (only possible with `add_eos=False`): skipped and
   counted (nothing to predict);
-- no document left: `ValueError` with the counts.
+- no document left: `ValueError` with the counts;
+- a document of more than `max_sentences` sentences: kept, cut to its first `max_sentences` (the reference does the
+  same), and counted: "cut 3 of 98 documents to their first 32 sentences (41 sentences dropped)".
 
 The counts are printed and logged (`sonar_llm_hf.data`), e.g. "kept 98 of 100 documents; skipped 2 empty".
 A missing language in the language column (None or "") means `default_lang`.
@@ -51,7 +53,7 @@ from ..models.tokenization_sonar import check_language, encode_target
 logger = logging.getLogger(__name__)
 
 # Bump when the stored format or the splitting/embedding logic changes, so old caches are not reused.
-DATA_FORMAT_VERSION = 2
+DATA_FORMAT_VERSION = 3
 DEFAULT_EOS_SENTENCE = "End of sequence."
 DEFAULT_BEGIN_SENTENCE = "Begin of text."
 
@@ -112,6 +114,16 @@ def _report(counts: Counter, total: int) -> None:
     logger.info(message)
 
 
+def _report_cuts(cuts: list[int], kept: int, max_sentences: int) -> None:
+    cut_documents = sum(1 for n in cuts if n)
+    if not cut_documents:
+        return
+    message = (f"cut {cut_documents} of {kept} documents to their first {max_sentences} sentences "
+               f"({sum(cuts)} sentences dropped; max_sentences / --max_sentences keeps more)")  # fmt: skip
+    print(f"sonar_llm_hf.data: {message}")
+    logger.warning(message)
+
+
 def split_documents(
     dataset,
     text_column: str = "text",
@@ -133,7 +145,7 @@ def split_documents(
     if max_sentences < 1:
         raise ValueError(f"`max_sentences` must be at least 1, got {max_sentences}.")
     check_language(default_lang)
-    clashes = {"sentences", "lang", "drop_reason", "sentence_embeddings", "labels", "num_sentences"}
+    clashes = {"sentences", "lang", "drop_reason", "sentences_cut", "sentence_embeddings", "labels", "num_sentences"}
     clashes &= set(dataset.column_names) - {lang_column if lang_column == "lang" else None}
     if "lang" in clashes:
         raise ValueError("The dataset has a 'lang' column: pass lang_column='lang' (--lang_column lang) to use it, "
@@ -144,10 +156,10 @@ def split_documents(
     extra += 1 if begin_sentence else 0
 
     def split(batch, indices):
-        out = {"sentences": [], "lang": [], "drop_reason": []}
+        out = {"sentences": [], "lang": [], "drop_reason": [], "sentences_cut": []}
         langs = batch[lang_column] if lang_column else [None] * len(batch[text_column])
         for index, text, lang in zip(indices, batch[text_column], langs):
-            reason, sentences = "", []
+            reason, sentences, cut = "", [], 0
             if not isinstance(text, str):
                 if not skip_bad_rows:
                     raise TypeError(
@@ -162,7 +174,9 @@ def split_documents(
                     raise ValueError(f"Row {index}: {error}") from None
                 reason, lang = reason or "unknown_language", default_lang
             if not reason:
-                sentences = split_sentences(text, lang)[:max_sentences]
+                sentences = split_sentences(text, lang)
+                cut = max(0, len(sentences) - max_sentences)
+                sentences = sentences[:max_sentences]
                 if not sentences:
                     reason = "empty"
                 elif len(sentences) + extra < 2:
@@ -174,6 +188,7 @@ def split_documents(
             out["sentences"].append(sentences if not reason else [])
             out["lang"].append(lang)
             out["drop_reason"].append(reason)
+            out["sentences_cut"].append(cut if not reason else 0)
         return out
 
     settings = [text_column, lang_column, default_lang, max_sentences, eos_sentence, begin_sentence, skip_bad_rows]
@@ -185,6 +200,7 @@ def split_documents(
     )  # fmt: skip
     counts = Counter(split_set["drop_reason"])
     _report(counts, len(split_set))
+    _report_cuts(split_set["sentences_cut"], counts[""], max_sentences)
     if counts[""] == 0:
         raise ValueError(
             f"No document is left to train on ({len(split_set)} rows: "
@@ -196,7 +212,7 @@ def split_documents(
             lambda reason: reason == "", input_columns="drop_reason", new_fingerprint=filter_fingerprint,
             cache_file_name=_cache_path(cache_file_name, "keep", filter_fingerprint), desc="Skipping bad documents",
         )  # fmt: skip
-    return split_set.remove_columns("drop_reason")
+    return split_set.remove_columns(["drop_reason", "sentences_cut"])
 
 
 def prepare_dataset(
@@ -327,12 +343,55 @@ class SonarLLMDataCollator:
 
     `labels[:, 0]` is set to -100: the first sentence is never a target (position t-1 predicts sentence t), so
     `Trainer`'s `num_items_in_batch` (its count of labels != -100 over the whole accumulated batch, on all devices)
-    equals the number of target tokens the model sums its cross-entropy over.
+    equals the number of target tokens the model sums its loss over (see `SonarLLMForCausalSentenceModeling.forward`).
+
+    Args:
+        dtype: dtype of `sentence_embeddings` (a `torch.dtype` or its name, "bfloat16"); the model casts them to its
+            own anyway, so this only saves memory and a copy.
+        pad_to_multiple_of: round the sentence and token dimensions up to a multiple of this.
+        duplicate_eos_id: append this id after every label row: the extra `</s>` target of
+            `duplicate_final_eos_target`, written here so that `Trainer` counts it.
+        one_label_per_sentence: keep only each sentence's first label, so that `Trainer` counts target sentences,
+            not tokens. For `loss_type="mse"`, which scores sentences: its loss is then the plain mean over
+            predicted sentences, exact under accumulation and data parallelism.
+
+    `SonarLLMDataCollator.for_model(model)` takes all four from the model.
     """
 
-    def __init__(self, dtype: torch.dtype = torch.float32, pad_to_multiple_of: int | None = None):
+    def __init__(
+        self,
+        dtype: torch.dtype | str = torch.float32,
+        pad_to_multiple_of: int | None = None,
+        duplicate_eos_id: int | None = None,
+        one_label_per_sentence: bool = False,
+    ):
+        if isinstance(dtype, str):
+            name = dtype.removeprefix("torch.")
+            dtype = getattr(torch, name, None)
+            if not isinstance(dtype, torch.dtype):
+                raise ValueError(f"Unknown dtype {name!r}; use e.g. torch.float32, 'bfloat16' or 'float16'.")
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"`dtype` must be a floating-point torch dtype (embeddings), got {dtype!r}.")
+        if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
+            raise ValueError(f"`pad_to_multiple_of` must be a positive integer, got {pad_to_multiple_of}.")
         self.dtype = dtype
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.duplicate_eos_id = duplicate_eos_id
+        self.one_label_per_sentence = one_label_per_sentence
+        if one_label_per_sentence and duplicate_eos_id is not None:
+            raise ValueError("`one_label_per_sentence` (MSE) and `duplicate_eos_id` (a CE target) exclude each other.")
+
+    @classmethod
+    def for_model(cls, model, pad_to_multiple_of: int | None = None) -> "SonarLLMDataCollator":
+        """The collator for `model` (a SONAR-LLM, or a PEFT model around one): its dtype, and the extra `</s>` label
+        when its config sets `duplicate_final_eos_target`."""
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        config = base.config
+        mse_only = getattr(config, "loss_type", "ce") == "mse"
+        duplicate = getattr(config, "duplicate_final_eos_target", False) and not mse_only
+        eos = config.decoder_config.eos_token_id if duplicate else None
+        return cls(dtype=base.dtype, pad_to_multiple_of=pad_to_multiple_of, duplicate_eos_id=eos,
+                   one_label_per_sentence=mse_only)  # fmt: skip
 
     def _round(self, size: int) -> int:
         step = self.pad_to_multiple_of
@@ -346,7 +405,8 @@ class SonarLLMDataCollator:
             raise ValueError(f"Example {lengths.index(0)} has no sentence.")
         dim = len(features[0]["sentence_embeddings"][0])
         width = self._round(max(lengths))
-        tokens = self._round(max(len(ids) for f in features for ids in f["labels"]))
+        extra = 1 if self.duplicate_eos_id is not None else 0
+        tokens = self._round(max(len(ids) for f in features for ids in f["labels"]) + extra)
         embeddings = torch.zeros(len(features), width, dim, dtype=self.dtype)
         mask = torch.zeros(len(features), width, dtype=torch.long)
         labels = torch.full((len(features), width, tokens), -100, dtype=torch.long)
@@ -362,7 +422,11 @@ class SonarLLMDataCollator:
             mask[b, : lengths[b]] = 1
             for t, ids in enumerate(feature["labels"]):
                 labels[b, t, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+                if extra and len(ids):
+                    labels[b, t, len(ids)] = self.duplicate_eos_id
         labels[:, 0] = -100
+        if self.one_label_per_sentence:
+            labels = labels[..., :1].contiguous()  # (B, T, 1): one counted item per target sentence
         return {"sentence_embeddings": embeddings, "attention_mask": mask, "labels": labels}
 
 
