@@ -10,7 +10,9 @@ Recognised under ORIGINALS_DIR (at any depth):
   folder, that config is used; otherwise the size named in the file or folder name (100M, 300M, 600M, 900M, 1.3B)
   picks the preset, e.g. `originals/900M/checkpoint_step_16480.pt` or `originals/sonar-llm-900m.pt`.
 Each result goes to OUTPUT_ROOT/sonar-llm-<size>; originals that would share a name get a suffix (`-step16480`,
-`-hub`) instead of overwriting each other. Anything that cannot be converted is reported and the others still run.
+`-hub`) instead of overwriting each other. Anything that cannot be converted is reported and the others still run
+(a checkpoint whose own SONAR decoder differs from --sonar's is one: choose with --keep-checkpoint-decoder or
+--use-sonar-decoder, as for convert_sonar_llm_to_hf.py).
 """
 
 from __future__ import annotations
@@ -99,6 +101,11 @@ def main(argv=None) -> int:
     parser.add_argument("--push-to-hub-org", metavar="ORG", help="publish each folder as ORG/<its name>")
     parser.add_argument("--private", action="store_true")
     parser.add_argument("--dry-run", action="store_true", help="list what would be converted, convert nothing")
+    decoder = parser.add_mutually_exclusive_group()
+    decoder.add_argument("--keep-checkpoint-decoder", action="store_true",
+                         help="convert each training checkpoint's own SONAR decoder (see convert_sonar_llm_to_hf.py)")
+    decoder.add_argument("--use-sonar-decoder", action="store_true",
+                         help="use --sonar's decoder even where a checkpoint's own copy differs")
     args = parser.parse_args(argv)
     if not args.originals.is_dir():
         print(f"convert_all: error: {args.originals} is not a folder", file=sys.stderr)
@@ -120,7 +127,9 @@ def main(argv=None) -> int:
         repo = f"{args.push_to_hub_org}/{item['name']}" if args.push_to_hub_org else None
         try:
             report = convert(item["source"], args.sonar, output, config=item["config"], preset=item["preset"],
-                             dtype=args.dtype, push_to_hub=repo, private=args.private)  # fmt: skip
+                             dtype=args.dtype, push_to_hub=repo, private=args.private,
+                             decoder="checkpoint" if args.keep_checkpoint_decoder else "sonar"
+                             if args.use_sonar_decoder else "check")  # fmt: skip
         except (ConversionError, PublishError) as error:
             failures += 1
             print(f"{item['source']}: error: {error}", file=sys.stderr)

@@ -1,10 +1,13 @@
 """Publish a converted folder to the Hugging Face Hub (used by convert_sonar_llm_to_hf.py --push-to-hub).
 
     python conversion/publish.py sonar-llm-900m org/sonar-llm-900m [--private] [--revision v1] [--commit-message M]
+    python conversion/publish.py sonar-llm-900m org/sonar-llm-900m --dry-run    # list what would be uploaded
 
 One commit: the repo (and the branch, with --revision) is created if missing, the folder uploaded, and weight shards
 left over from an earlier upload deleted in the same commit (a re-conversion to another dtype changes the shards).
-Authentication is huggingface_hub's own (`hf auth login` or HF_TOKEN).
+`--dry-run` lists every file the upload would send (huggingface_hub's own selection: everything but `.git/` and
+`.cache/huggingface/`) with its size, and contacts nothing. Authentication is huggingface_hub's own (`hf auth login`
+or HF_TOKEN).
 """
 
 from __future__ import annotations
@@ -21,6 +24,34 @@ class PublishError(RuntimeError):
     """The folder is written, but publishing it failed; the message says how to retry."""
 
 
+def files_to_upload(folder) -> list[tuple[str, int]]:
+    """(path in the repo, bytes) of every file `HfApi.upload_folder` sends from `folder`, with its default ignores."""
+    from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
+
+    folder = Path(folder)
+    files = {p.relative_to(folder).as_posix(): p.stat().st_size for p in sorted(folder.glob("**/*")) if p.is_file()}
+    return [(name, files[name]) for name in filter_repo_objects(files, ignore_patterns=DEFAULT_IGNORE_PATTERNS)]
+
+
+def _check_folder(folder: Path) -> None:
+    missing = [name for name in ("config.json", "README.md") if not (folder / name).is_file()]
+    if missing:
+        raise PublishError(f"{folder} holds no {' or '.join(missing)}: not a converted folder, nothing published.")
+
+
+def describe_upload(folder, repo_id: str, private: bool = False, revision: str | None = None) -> str:
+    """What `publish_folder` would do, file by file; nothing is contacted."""
+    folder = Path(folder)
+    _check_folder(folder)
+    files = files_to_upload(folder)
+    lines = [f"would upload {len(files)} files ({sum(size for _, size in files) / 2**20:,.1f} MiB) from {folder} to "
+             f"{repo_id} (branch {revision or 'main'}; created {'private' if private else 'public'} if missing), "
+             "in one commit:"]  # fmt: skip
+    lines += [f"  {name}  {size:,} bytes" for name, size in files]
+    lines.append(f"and delete remote files matching {', '.join(STALE_WEIGHTS)} that this folder does not hold.")
+    return "\n".join(lines)
+
+
 def publish_folder(
     folder,
     repo_id: str,
@@ -33,9 +64,7 @@ def publish_folder(
     from huggingface_hub import HfApi
 
     folder = Path(folder)
-    missing = [name for name in ("config.json", "README.md") if not (folder / name).is_file()]
-    if missing:
-        raise PublishError(f"{folder} holds no {' or '.join(missing)}: not a converted folder, nothing published.")
+    _check_folder(folder)
     api = api or HfApi()
     try:
         # 1. the repository (an existing one keeps its visibility)
@@ -66,8 +95,12 @@ def main(argv=None) -> int:
     parser.add_argument("--private", action="store_true", help="create the repository as private")
     parser.add_argument("--revision", help="branch to upload to (created from main if missing)")
     parser.add_argument("--commit-message")
+    parser.add_argument("--dry-run", action="store_true", help="list every file that would be uploaded; send nothing")
     args = parser.parse_args(argv)
     try:
+        if args.dry_run:
+            print(describe_upload(args.folder, args.repo_id, private=args.private, revision=args.revision))
+            return 0
         commit = publish_folder(args.folder, args.repo_id, private=args.private, revision=args.revision,
                                 commit_message=args.commit_message)  # fmt: skip
     except PublishError as error:

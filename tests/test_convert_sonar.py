@@ -296,6 +296,37 @@ def test_atomic_output_leaves_nothing_on_failure(tmp_path, monkeypatch):
     assert leftovers(tmp_path) == [] and leftovers(tmp_path / "out") == []
 
 
+def test_a_failure_between_the_two_moves_keeps_the_old_encoder_and_decoder(tmp_path, monkeypatch):
+    """`encoder/` and `decoder/` are one commit: when moving the second into place fails, the first is moved back."""
+    encoder = save(tmp_path / "enc.pt", {"model": fs2_state("encoder")})
+    decoder = save(tmp_path / "dec.pt", {"model": fs2_state("decoder")})
+    output = tmp_path / "sonar"
+    convert_sonar(output, encoder, decoder, num_heads=2)  # the old pair (float32)
+
+    def snapshot():
+        return {p.relative_to(output).as_posix(): p.read_bytes() for p in sorted(output.rglob("*")) if p.is_file()}
+
+    old = snapshot()
+    real_rename = Path.rename
+    moves = []
+
+    def rename(self, target):
+        # the staging folders are new-0 (encoder) and new-1 (decoder); the second one's move fails
+        if self.name == "new-1" and Path(target) == output / "decoder":
+            raise OSError("simulated: disk detached between the moves")
+        moves.append((self.name, Path(target).name))
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(OSError, match="simulated"):
+        convert_sonar(output, encoder, decoder, num_heads=2, dtype="float16")  # a new pair
+    monkeypatch.setattr(Path, "rename", real_rename)
+    assert ("new-0", "encoder") in moves  # the new encoder had been moved into place before the failure
+    assert snapshot() == old  # ... and both old folders are back, byte for byte
+    assert leftovers(tmp_path) == [] and leftovers(output) == []
+    assert SonarTextEncoder.from_pretrained(output / "encoder").dtype == torch.float32
+
+
 def test_cli_converts_casts_and_summarises(tmp_path):
     from sonar_llm_hf.testing.tiny import train_tiny_spm
 

@@ -22,7 +22,7 @@ from test_remote_code import run_without_package
 from transformers import AutoModel, LlamaModel
 
 from sonar_llm_hf import SONAR_LLM_PRESETS, SonarLLMConfig, SonarLLMForCausalSentenceModeling, llama_preset
-from sonar_llm_hf.conversion import sonar_llm as conversion_sonar_llm
+from sonar_llm_hf.conversion.reference import ReferenceSonarLLM
 from sonar_llm_hf.conversion.sonar import convert_sonar
 from sonar_llm_hf.conversion.sonar_llm import (
     BACKBONE_KEY_MAPPING,
@@ -207,7 +207,9 @@ def test_converted_folder_is_complete_and_verified(converted_dir):
     assert config["auto_map"]["AutoModel"] == "modeling_sonar_llm.SonarLLMForCausalSentenceModeling"
     assert config["auto_map"]["AutoConfig"] == "configuration_sonar_llm.SonarLLMConfig"
     assert config["add_begin"] is False and config["llama_config"]["vocab_size"] == 1
-    assert report["decoder_copy"] == "identical to SONAR_DIR" and report["preset"] is None
+    assert report["decoder_copy"] == "SONAR_DIR's; the checkpoint's own copy is identical to SONAR_DIR's"
+    assert report["preset"] is None and report["add_begin"] is False
+    assert report["verification"] == {"max_abs_diff": 0.0, "documents": 3}
     assert report["dropped_parameters"] == 2 * 300 * 32  # the tiny reference's token embedding and tied head
     mask = os.umask(0)
     os.umask(mask)
@@ -249,10 +251,11 @@ print(json.dumps({{"module": type(model).__module__, "heads": model.config.llama
     assert result["module"].startswith("transformers_modules")
 
 
-def test_bundled_decoder_prefix_and_differences(sonar_dir, reference_state, tmp_path, capsys):
+def test_bundled_decoder_prefix(sonar_dir, reference_state, tmp_path):
     # The reference's `sonar_decoder` is an EmbeddingToTextModelPipeline (an nn.Module holding the fairseq2 model
     # as `.model`), so its keys read `sonar_decoder.model.decoder...`; a bare decoder module would give
-    # `sonar_decoder.decoder...`. The reference code leaves the exact prefix open, so both are compared.
+    # `sonar_decoder.decoder...`. The reference code leaves the exact prefix open, so both are compared. (What a
+    # differing copy does: test_convert_sonar_llm_faithful.py.)
     def with_prefix(prefix):
         def rename(key):
             rest = key[len("sonar_decoder.") :]
@@ -265,16 +268,7 @@ def test_bundled_decoder_prefix_and_differences(sonar_dir, reference_state, tmp_
         assert any(k.startswith(prefix + "decoder.layers.") for k in state)
         path = save_training_checkpoint(state, tmp_path / "prefixed.pt")
         report = cli.convert(path, sonar_dir, tmp_path / prefix, config=CONFIG)
-        assert report["decoder_copy"] == "identical to SONAR_DIR"
-    # a checkpoint whose decoder copy differs is converted with SONAR_DIR's decoder, and says so loudly
-    changed = dict(reference_state)
-    key = next(k for k in changed if k.endswith("layers.0.self_attn.q_proj.weight") and k.startswith("sonar_decoder."))
-    changed[key] = changed[key] + 0.5
-    path = save_training_checkpoint(changed, tmp_path / "changed.pt")
-    assert cli.main(["--checkpoint", str(path), "--sonar", str(sonar_dir), "--config", str(CONFIG),
-                     "--output", str(tmp_path / "changed")]) == 0  # fmt: skip
-    captured = capsys.readouterr()
-    assert "differs from SONAR_DIR (max abs diff 0.5)" in captured.out and "WARNING" in captured.err
+        assert report["decoder_copy"].endswith("identical to SONAR_DIR's")
 
 
 # -- the Hub layout --------------------------------------------------------------------------------------------
@@ -285,7 +279,8 @@ def test_hub_layout_folder(sonar_dir, reference_state, tmp_path, wrapped):
     folder = hub_folder(tmp_path / "sonar-llm-tiny", reference_state, wrapped=wrapped)
     report = cli.convert(folder, sonar_dir, tmp_path / "out")  # the folder's own config.json
     assert report["config_source"] == "the folder's config.json"
-    assert report["decoder_copy"].startswith("absent") and report["dropped_parameters"] == 2 * 300 * 32
+    assert report["decoder_copy"] == "SONAR_DIR's; the checkpoint's own copy is absent from the checkpoint"
+    assert report["dropped_parameters"] == 2 * 300 * 32
     assert AutoModel.from_pretrained(tmp_path / "out").config.add_begin is True
     assert_reproduces_wrapper(tmp_path / "out", reference_state)
 
@@ -377,7 +372,8 @@ def test_refusals_name_the_keys(sonar_dir, reference_state, tmp_path):
 def test_wrong_or_missing_backbone_config(sonar_dir, tmp_path):
     with pytest.raises(ConversionError, match=r"preset 900M.*hidden_size: checkpoint 32 vs config 1536"):
         cli.convert(CHECKPOINT, sonar_dir, tmp_path / "out", preset="900M")
-    with pytest.raises(ConversionError, match="--config SonarLLM_<size>.json or --preset"):
+    with pytest.raises(ConversionError, match=r"does not record how its attention splits into heads\. The weights "
+                       r"show hidden size 32, 2 layers, intermediate size 64, attention width 32 .*--num-attention-heads"):
         cli.convert(CHECKPOINT, sonar_dir, tmp_path / "out")
     (tmp_path / "bad.json").write_text(json.dumps({"hidden_size": 32}))
     with pytest.raises(ConversionError, match="has no `llama_config`"):
@@ -435,13 +431,13 @@ def test_existing_output_is_replaced_only_by_the_same_conversion(converted_dir, 
 def test_failures_after_loading_leave_nothing(sonar_dir, tmp_path, monkeypatch):
     import sonar_llm_hf.conversion.model_card as model_card
 
-    # the verification against the reference wrapper fails
-    real = conversion_sonar_llm.reference_predictions
-    monkeypatch.setattr(conversion_sonar_llm, "reference_predictions", lambda *a: real(*a) + 1e-3)
-    with pytest.raises(ConversionError, match="differ from the reference by 0.001"):
+    # the verification against the independent reference build fails
+    real = ReferenceSonarLLM.forward
+    monkeypatch.setattr(ReferenceSonarLLM, "forward", lambda self, e: real(self, e) + 1e-3)
+    with pytest.raises(ConversionError, match="differ from the reference build .* by 0.001 > 1e-05"):
         cli.convert(CHECKPOINT, sonar_dir, tmp_path / "deep" / "out", config=CONFIG)
     assert not (tmp_path / "deep").exists()
-    monkeypatch.setattr(conversion_sonar_llm, "reference_predictions", real)
+    monkeypatch.setattr(ReferenceSonarLLM, "forward", real)
     # writing fails half-way (after the weights, at the model card)
     monkeypatch.setattr(model_card, "build_model_card", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError, match="disk full"):

@@ -1,16 +1,24 @@
-"""--push-to-hub: the real HfApi code path, with only its network methods replaced."""
+"""--push-to-hub and publish.py: the real HfApi code path, with only its network methods replaced; what a user gets
+from a published folder (a fresh cache) and from the Space folder (a fresh virtualenv)."""
 
+import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from huggingface_hub import HfApi, ModelCard
 from test_convert_sonar_llm import CHECKPOINT, CONFIG, sonar_dir  # noqa: F401 (fixture)
+from test_remote_code import run_without_package
+from transformers import AutoModel
 
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "conversion"))
+sys.path.insert(0, str(ROOT / "examples" / "space"))
 import convert_sonar_llm_to_hf as cli  # noqa: E402
 import publish  # noqa: E402
+from build_space import build_space  # noqa: E402
 
 
 @pytest.fixture
@@ -87,3 +95,110 @@ def test_publish_command(hub, tmp_path, capsys):
     (tmp_path / "README.md").write_text("---\nlicense: cc-by-nc-4.0\n---\n# tiny\n")
     assert publish.main([str(tmp_path), "org/tiny", "--revision", "main"]) == 0
     assert [name for name, _, _ in hub] == ["create_repo", "upload_folder"]  # main exists already
+
+
+# -- what a user gets: the dry run, the published folder from a fresh cache, the Space ------------------------------
+
+
+def test_dry_run_lists_every_file_it_would_upload(hub, sonar_dir, tmp_path, capsys, monkeypatch):  # noqa: F811
+    output = tmp_path / "out"
+    cli.convert(CHECKPOINT, sonar_dir, output, config=CONFIG)
+    (output / ".cache" / "huggingface").mkdir(parents=True)
+    (output / ".cache" / "huggingface" / "upload.lock").write_text("")  # huggingface_hub never uploads these
+    assert publish.main([str(output), "org/tiny", "--dry-run", "--revision", "v2"]) == 0
+    assert hub == []  # nothing contacted
+    out = capsys.readouterr().out
+    listed = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
+    # the selection huggingface_hub's own upload_folder makes (its YAML check is the only network call there)
+    from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS
+
+    monkeypatch.setattr(HfApi, "_validate_yaml", lambda self, *a, **k: None)
+    additions = HfApi()._prepare_upload_folder_additions(output, "", ignore_patterns=list(DEFAULT_IGNORE_PATTERNS))
+    assert listed == sorted(op.path_in_repo for op in additions)
+    assert {"model.safetensors", "config.json", "README.md", "tokenizer.json", "modeling_sonar_llm.py"} <= set(listed)
+    assert f"would upload {len(listed)} files" in out and "to org/tiny (branch v2;" in out
+    assert "delete remote files matching *.safetensors" in out
+
+
+def test_a_published_folder_generates_from_a_fresh_cache(sonar_dir, tmp_path, monkeypatch):  # noqa: F811
+    """What the (mocked) Hub received, served back as a user's fresh cache, loads by repo id and generates: with the
+    package, and with remote code only in a process without it."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    hf_home = tmp_path / "hf"  # run_without_package's HF_HOME
+    repo = hf_home / "hub" / "models--org--tiny"
+
+    def upload_folder(self, **kwargs):  # the Hub stores the files upload_folder selects, as one commit
+        for name, _ in publish.files_to_upload(kwargs["folder_path"]):
+            target = repo / "snapshots" / commit / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(Path(kwargs["folder_path"]) / name, target)
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / "main").write_text(commit)
+        return f"https://huggingface.co/org/tiny/commit/{commit}"
+
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, *a, **k: "https://huggingface.co/org/tiny")
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    local = tmp_path / "converted"
+    cli.convert(CHECKPOINT, sonar_dir, local, config=CONFIG, push_to_hub="org/tiny")
+    prompt = [["The cat sat on the mat.", "It was happy."]]
+    expected = AutoModel.from_pretrained(local).generate(prompt, num_beams=1, max_new_sentences=2, max_length=12)
+
+    # with the package: the repo id resolves in the cache, the tokenizer comes along from the same cache
+    model = AutoModel.from_pretrained("org/tiny", cache_dir=hf_home / "hub", local_files_only=True)
+    assert model.tokenizer is not None
+    assert model.generate(prompt, num_beams=1, max_new_sentences=2, max_length=12).sentences == expected.sentences
+    # without it: a fresh process, HF_HUB_OFFLINE=1, HF_HOME holding only what was uploaded
+    code = f"""
+import json
+from transformers import AutoModel
+model = AutoModel.from_pretrained("org/tiny", trust_remote_code=True)
+out = model.generate({prompt!r}, num_beams=1, max_new_sentences=2, max_length=12)
+print(json.dumps({{"module": type(model).__module__, "sentences": out.sentences}}))
+"""
+    remote = run_without_package(code, tmp_path)
+    assert remote["module"].startswith("transformers_modules") and remote["sentences"] == expected.sentences
+
+
+def test_the_space_starts_from_its_requirements_in_a_fresh_virtualenv(tmp_path):
+    """The Space folder (examples/space/build_space.py) installs from PyPI names only and its app starts with the
+    package it carries: a virtualenv that sees the dependencies (a .pth file) but not this checkout, offline."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    space = build_space(tmp_path / "space")
+    assert sorted(p.name for p in space.iterdir()) == ["README.md", "app.py", "requirements.txt", "sonar_llm_hf"]
+    lines = [line.strip() for line in (space / "requirements.txt").read_text().splitlines()]
+    requirements = [Requirement(line) for line in lines if line and not line.startswith("#")]
+    assert all(r.url is None for r in requirements)  # names on an index, never a URL or a file of the Space
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert {Requirement(d).name for d in pyproject} <= {r.name for r in requirements}
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python*/site-packages"))
+    deps = next(p for p in map(Path, sys.path) if p.name == "site-packages" and (p / "transformers").is_dir())
+    (site / "dependencies.pth").write_text(str(deps) + "\n")  # its .pth files (the editable install) stay unread
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HOME": str(tmp_path / "hf")}
+    python = str(venv / "bin" / "python")
+    pip = subprocess.run([python, "-m", "pip", "install", "--dry-run", "--no-index", "-r", "requirements.txt"],
+                         cwd=space, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert pip.returncode == 0, pip.stdout[-2000:] + pip.stderr[-2000:]
+    assert "Would install" not in pip.stdout  # every requirement is met offline by what exists
+    code = """
+import json, runpy, sys
+sys.argv = ["app.py", "--help"]
+try:
+    runpy.run_path("app.py", run_name="__main__")
+except SystemExit as exit:
+    assert exit.code in (0, None), exit.code
+import app, sonar_llm_hf
+from transformers import AutoModel
+demo = app.build_demo(AutoModel.from_pretrained(sonar_llm_hf.demo.default_model_path()))
+print(json.dumps({"package": sonar_llm_hf.__file__, "blocks": type(demo).__name__}))
+"""
+    result = subprocess.run([python, "-c", code], cwd=space, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    started = json.loads(result.stdout.strip().splitlines()[-1])
+    assert started == {"package": str(space / "sonar_llm_hf" / "__init__.py"), "blocks": "Blocks"}
+    assert "--model" in result.stdout  # app.py --help ran

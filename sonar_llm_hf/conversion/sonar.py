@@ -261,9 +261,8 @@ def convert_sonar(
     output = Path(output)
     with atomic_output_dirs(output, list(models), is_same_model=_holds_sonar) as staging:
         for name, model in models.items():
+            model.tokenizer = tokenizer  # save_pretrained writes it beside the weights (None: a folder without one)
             model.save_pretrained(staging[name])
-            if tokenizer is not None:
-                tokenizer.save_pretrained(staging[name])
             _verify_reload(model, tokenizer, staging[name], AutoModel)
     return {name: output / name for name in models}
 

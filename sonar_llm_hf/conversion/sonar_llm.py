@@ -6,19 +6,30 @@ Two source layouts exist (REFERENCE.md §2.3-2.4):
 - a Hub-layout folder: `config.json` (`llama_config`, `embed_dim`, `add_begin`) and `pytorch_model.bin`.
 Both are read with `weights_only=True`; numpy's RNG state needs exactly two numpy reconstructors, allow-listed by
 name. The untrained 128k-token Llama embedding and LM head are dropped; SONAR comes from a folder made by
-`convert_sonar_to_hf.py`, and the checkpoint's own copy of the decoder is compared with it.
+`convert_sonar_to_hf.py`. A training checkpoint also holds its own copy of the SONAR decoder: one that differs from
+SONAR_DIR's (a decoder trained with the backbone, or the wrong SONAR_DIR) is refused unless the caller chooses which
+to convert, because silently pairing the backbone with another decoder hands back a different model.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
 
-from ..models.configuration_sonar_llm import SONAR_LLM_PRESETS, SonarLLMBackboneConfig, SonarLLMConfig, llama_preset
-from .sonar import DECODER_KEY_MAPPING, convert_state
+from ..models.configuration_sonar_llm import SonarLLMConfig
+from .backbone import (  # noqa: F401 (re-exported: the CLI and tests import them from here)
+    Backbone,
+    backbone_config_from_reference,
+    check_backbone_shapes,
+    matching_preset,
+    resolve_add_begin,
+    resolve_backbone,
+)
 from .checkpoints import ConversionError, check_against_model, load_checkpoint, map_keys
+from .sonar import DECODER_KEY_MAPPING, build_decoder, convert_state
 
 BACKBONE_KEY_MAPPING = {
     r"llama_model\.model\.layers\.(\d+)\.(.+)": r"model.layers.\1.\2",
@@ -74,77 +85,7 @@ def read_source(checkpoint) -> tuple[dict[str, torch.Tensor], dict | None]:
     return loaded, hub_config
 
 
-def backbone_config_from_reference(llama_config: dict) -> SonarLLMBackboneConfig:
-    """The reference repo's `llama_config` dict (legacy rope keys, 128k vocabulary) -> our backbone config."""
-    ignored = {"vocab_size", "bos_token_id", "eos_token_id", "pad_token_id", "tie_word_embeddings", "pretraining_tp",
-               "architectures", "model_type", "torch_dtype", "dtype", "transformers_version", "_name_or_path"}  # fmt: skip
-    settings = {k: v for k, v in llama_config.items() if k not in ignored}
-    settings.setdefault("num_key_value_heads", settings["num_attention_heads"])  # the JSONs omit it: plain MHA
-    return SonarLLMBackboneConfig(**settings, vocab_size=1, tie_word_embeddings=False)
-
-
-def resolve_backbone(config_json=None, preset: str | None = None, hub_config: dict | None = None):
-    """-> (backbone config, embed_dim, where it came from): `--config`, else `--preset`, else the Hub folder's own.
-
-    A checkpoint's tensors do not record attention heads or head_dim, so one of the three is required.
-    """
-    if config_json is not None:
-        try:
-            reference = json.loads(Path(config_json).read_text())
-        except (OSError, ValueError) as error:
-            raise ConversionError(f"Cannot read the backbone config {config_json}: {error}") from error
-        if "llama_config" not in reference:
-            raise ConversionError(
-                f"{config_json} has no `llama_config`: expected the reference repo's SonarLLM_*.json layout."
-            )
-        source, llama_config, embed_dim = f"--config {config_json}", reference["llama_config"], reference.get("embed_dim", 1024)
-    elif preset is not None:
-        if preset not in SONAR_LLM_PRESETS:
-            raise ConversionError(f"Unknown preset {preset!r}; choose one of {', '.join(SONAR_LLM_PRESETS)}.")
-        return llama_preset(preset), 1024, f"--preset {preset}"
-    elif hub_config is not None:
-        source, llama_config, embed_dim = "the folder's config.json", hub_config["llama_config"], hub_config.get("embed_dim", 1024)
-    else:
-        raise ConversionError(
-            "A training checkpoint does not record attention heads or head_dim: pass --config SonarLLM_<size>.json "
-            f"or --preset ({', '.join(SONAR_LLM_PRESETS)})."
-        )
-    try:
-        return backbone_config_from_reference(llama_config), embed_dim, source
-    except (KeyError, TypeError, ValueError) as error:
-        raise ConversionError(
-            f"The `llama_config` of {source} is not a usable Llama config ({type(error).__name__}: {error})."
-        ) from error
-
-
-def matching_preset(config: SonarLLMBackboneConfig) -> str | None:
-    for name, preset in SONAR_LLM_PRESETS.items():
-        if all(getattr(config, k) == v for k, v in preset.items()):
-            return name
-    return None
-
-
-def check_backbone_shapes(state: dict, config: SonarLLMBackboneConfig, embed_dim: int, source: str) -> None:
-    """The tensors must fit the config given on the command line (heads and head_dim are invisible in them)."""
-    layers = {int(k.split(".")[3]) for k in state if k.startswith("llama_model.model.layers.")}
-    hidden = state["forward_proj.linear.weight"].shape[0]
-    q = state.get("llama_model.model.layers.0.self_attn.q_proj.weight")
-    mlp = state.get("llama_model.model.layers.0.mlp.up_proj.weight")
-    found = dict(num_hidden_layers=len(layers), hidden_size=hidden,
-                 attention_width=None if q is None else q.shape[0],
-                 intermediate_size=None if mlp is None else mlp.shape[0],
-                 embed_dim=state["forward_proj.linear.weight"].shape[1])  # fmt: skip
-    wanted = dict(num_hidden_layers=config.num_hidden_layers, hidden_size=config.hidden_size,
-                  attention_width=config.num_attention_heads * config.head_dim,
-                  intermediate_size=config.intermediate_size, embed_dim=embed_dim)  # fmt: skip
-    wrong = {k: (found[k], wanted[k]) for k in wanted if found[k] is not None and found[k] != wanted[k]}
-    if wrong:
-        details = ", ".join(f"{k}: checkpoint {a} vs config {b}" for k, (a, b) in wrong.items())
-        preset = matching_preset(config)
-        raise ConversionError(
-            f"The checkpoint does not fit the backbone config from {source}"
-            f"{f' (preset {preset})' if preset else ''}: {details}. Pass the config that trained it."
-        )
+DECODER_CHOICES = ("check", "checkpoint", "sonar")  # refuse a mismatch / the checkpoint's own / SONAR_DIR's anyway
 
 
 def build_sonar_llm(
@@ -154,44 +95,60 @@ def build_sonar_llm(
     preset: str | None = None,
     add_begin: bool | None = None,
     source: tuple[dict, dict | None] | None = None,
+    decoder: str = "check",
+    num_attention_heads: int | None = None,
 ) -> tuple["SonarLLMForCausalSentenceModeling", dict]:  # noqa: F821
     """Assemble the HF model from a reference checkpoint and a converted SONAR folder; returns it and a report.
 
     `source` is `read_source(checkpoint)` when the caller already holds it (a training checkpoint can be gigabytes).
+    `decoder`: "check" (default) refuses a bundled decoder that differs from SONAR_DIR's or cannot be compared;
+    "checkpoint" converts the checkpoint's own decoder; "sonar" uses SONAR_DIR's whatever the checkpoint holds.
     """
     from ..models.modeling_sonar_llm import SonarLLMForCausalSentenceModeling
     from ..models.modeling_sonar_text import SonarTextDecoder, SonarTextEncoder
 
+    if decoder not in DECODER_CHOICES:
+        raise ConversionError(f"decoder must be one of {DECODER_CHOICES}, not {decoder!r}.")
     state, hub_config = read_source(checkpoint) if source is None else source
-    # 1. backbone config: --config, --preset, or the Hub folder's config.json
-    backbone, embed_dim, source = resolve_backbone(config_json, preset, hub_config)
-    if add_begin is None:
-        add_begin = bool((hub_config or {}).get("add_begin", False))
-    check_backbone_shapes(state, backbone, embed_dim, source)
+    # 1. backbone config: --config, --preset, the Hub folder's config.json, or the shapes with the heads given
+    backbone = resolve_backbone(config_json, preset, hub_config, state=state, num_attention_heads=num_attention_heads)
+    begin, begin_source = resolve_add_begin(add_begin, backbone)
+    check_backbone_shapes(state, backbone.config, backbone.embed_dim, backbone.source)
 
-    # 2. SONAR from SONAR_DIR
+    # 2. SONAR from SONAR_DIR, the decoder possibly from the checkpoint
     sonar_dir = Path(sonar_dir)
     for part in ("encoder", "decoder"):
         if not (sonar_dir / part / "config.json").exists():
-            raise ConversionError(f"{sonar_dir / part} is missing: SONAR_DIR must be the output of convert_sonar_to_hf.py.")
+            raise ConversionError(
+                f"{sonar_dir / part} is missing: SONAR_DIR must be the output of convert_sonar_to_hf.py."
+            )
     encoder = SonarTextEncoder.from_pretrained(sonar_dir / "encoder")
-    decoder = SonarTextDecoder.from_pretrained(sonar_dir / "decoder")
-    if encoder.config.d_model != embed_dim:
+    sonar_decoder = SonarTextDecoder.from_pretrained(sonar_dir / "decoder")
+    if encoder.tokenizer is None:
         raise ConversionError(
-            f"SONAR_DIR embeddings are {encoder.config.d_model}-d but the checkpoint's projectors expect {embed_dim}-d."
+            f"{sonar_dir / 'encoder'} holds no tokenizer, so the converted model could not read or write text: re-run "
+            "convert_sonar_to_hf.py with --tokenizer sentencepiece.source.256000.model."
         )
-    config = SonarLLMConfig(llama_config=backbone, encoder_config=encoder.config.to_dict(),
-                            decoder_config=decoder.config.to_dict(), embed_dim=embed_dim, add_begin=add_begin)  # fmt: skip
+    if encoder.config.d_model != backbone.embed_dim:
+        raise ConversionError(
+            f"SONAR_DIR embeddings are {encoder.config.d_model}-d but the checkpoint's projectors expect "
+            f"{backbone.embed_dim}-d."
+        )
+    sonar_text_decoder, decoder_note = choose_decoder(state, sonar_decoder, decoder)
+    config = SonarLLMConfig(llama_config=backbone.config, encoder_config=encoder.config.to_dict(),
+                            decoder_config=sonar_text_decoder.config.to_dict(), embed_dim=backbone.embed_dim,
+                            add_begin=begin)  # fmt: skip
 
-    # 3. map keys, drop the dead vocabulary, compare the bundled decoder
+    # 3. map keys, drop the dead vocabulary
     dropped = sum(state[k].numel() for k in DEAD_KEYS if k in state)
     converted = map_keys(state, BACKBONE_KEY_MAPPING, "SONAR-LLM checkpoint")
     for name, tensor in encoder.state_dict().items():
         converted[f"sonar_encoder.{name}"] = tensor
-    for name, tensor in decoder.state_dict().items():
+    for name, tensor in sonar_text_decoder.state_dict().items():
         converted[f"sonar_decoder.{name}"] = tensor
-    report = {"dropped_parameters": dropped, "preset": matching_preset(backbone), "config_source": source}
-    report["decoder_copy"] = compare_bundled_decoder(state, decoder)
+    report = {"dropped_parameters": dropped, "preset": matching_preset(backbone.config),
+              "config_source": backbone.source, "reference_llama_config": backbone.reference_llama_config,
+              "decoder_copy": decoder_note, "add_begin": begin, "add_begin_source": begin_source}  # fmt: skip
     with torch.device("meta"):
         skeleton = SonarLLMForCausalSentenceModeling(config)
     check_against_model(converted, skeleton, "SONAR-LLM checkpoint")
@@ -201,38 +158,72 @@ def build_sonar_llm(
     return model.eval(), report
 
 
-def compare_bundled_decoder(state: dict, decoder) -> str:
-    """The checkpoint's frozen decoder should equal SONAR_DIR's; say how it differs if not."""
+def bundled_decoder_state(state: dict) -> dict[str, torch.Tensor]:
+    """The checkpoint's own SONAR decoder in fairseq2 names (`sonar_decoder.[model.]*`), or {} if it holds none."""
     prefix = "sonar_decoder."
     bundled = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    if not bundled:
-        return "absent (Hub layout): SONAR_DIR's decoder is used"
-    if bundled and all(k.startswith("model.") for k in bundled):  # wrapped in an outer module
+    if bundled and all(k.startswith("model.") for k in bundled):  # the pipeline module holds the model as `.model`
         bundled = {k[len("model.") :]: v for k, v in bundled.items()}
+    return bundled
+
+
+def compare_bundled_decoder(state: dict, decoder) -> tuple[str, str]:
+    """-> (status, description): the checkpoint's own decoder vs SONAR_DIR's. status: absent, identical, differs,
+    not comparable. A difference names the largest one and its tensor; SONAR_DIR's dtype is the comparison's."""
+    bundled = bundled_decoder_state(state)
+    if not bundled:
+        return "absent", "absent from the checkpoint (Hub layout)"
     try:
         mapped = convert_state(bundled, DECODER_KEY_MAPPING, "bundled SONAR decoder")
     except ConversionError as error:
-        return f"not comparable: {error}"
+        return "not comparable", f"not comparable with SONAR_DIR's: {error}"
     ours = decoder.state_dict()
-    differences = [float((mapped[k].float() - ours[k].float()).abs().max()) for k in mapped if k in ours]
     if set(mapped) != set(ours):
-        return "differs: the bundled decoder has other tensors than SONAR_DIR's"
-    worst = max(differences) if differences else 0.0
-    return "identical to SONAR_DIR" if worst == 0.0 else f"differs from SONAR_DIR (max abs diff {worst:.3g})"
+        only = sorted(set(mapped) ^ set(ours))
+        return "differs", f"differs from SONAR_DIR's: other tensors ({len(only)} not in both, e.g. {only[0]})"
+    shapes = [k for k in ours if tuple(mapped[k].shape) != tuple(ours[k].shape)]
+    if shapes:
+        k = shapes[0]
+        there, here = tuple(mapped[k].shape), tuple(ours[k].shape)
+        return "differs", f"differs from SONAR_DIR's: {k} is {there} in the checkpoint, {here} in SONAR_DIR"
+    worst, where = 0.0, None
+    for key, tensor in ours.items():
+        difference = float((mapped[key].to(tensor.dtype).float() - tensor.float()).abs().max())
+        if difference > worst:
+            worst, where = difference, key
+    if where is None:
+        return "identical", "identical to SONAR_DIR's"
+    return "differs", f"differs from SONAR_DIR's: largest difference {worst:.3g} in {where}"
 
 
-def reference_predictions(state: dict, backbone: SonarLLMBackboneConfig, embeddings: torch.Tensor) -> torch.Tensor:
-    """The reference wrapper's forward restated from the source keys: Llama over forward_proj(E), reverse_proj."""
-    from transformers import LlamaModel
-
-    llama = LlamaModel(backbone).eval()
-    llama_state = {k[len("llama_model.model.") :]: v for k, v in state.items() if k.startswith("llama_model.model.")}
-    llama_state.pop("embed_tokens.weight", None)
-    llama.load_state_dict(llama_state, strict=False)
-    with torch.no_grad():
-        hidden = torch.nn.functional.linear(embeddings, state["forward_proj.linear.weight"], state["forward_proj.linear.bias"])
-        out = llama(inputs_embeds=hidden).last_hidden_state
-        return torch.nn.functional.linear(out, state["reverse_proj.linear.weight"], state["reverse_proj.linear.bias"])
+def choose_decoder(state: dict, sonar_decoder, decoder: str = "check"):
+    """-> (the SONAR decoder to convert, what the report and model card say about it)."""
+    status, detail = compare_bundled_decoder(state, sonar_decoder)
+    if status in ("absent", "identical"):
+        if decoder == "checkpoint" and status == "absent":
+            raise ConversionError("--keep-checkpoint-decoder: the checkpoint holds no SONAR decoder of its own.")
+        return sonar_decoder, f"SONAR_DIR's; the checkpoint's own copy is {detail.split(' (')[0]}"
+    if decoder == "check":
+        raise ConversionError(
+            f"The SONAR decoder saved in the checkpoint {detail}. Converting would pair the backbone with a decoder "
+            "it was not trained with, or throw away a decoder trained with it. Pass --keep-checkpoint-decoder to "
+            "convert the checkpoint's own decoder (e.g. trained with train_sonar_decoder), or --use-sonar-decoder "
+            "if SONAR_DIR's decoder is knowingly the one to use."
+        )
+    if decoder == "sonar":
+        return sonar_decoder, f"SONAR_DIR's, as asked (--use-sonar-decoder); the checkpoint's own copy {detail}"
+    if status == "not comparable":
+        raise ConversionError(
+            f"--keep-checkpoint-decoder: the checkpoint's SONAR decoder cannot be converted ({detail})."
+        )
+    own = build_decoder(bundled_decoder_state(state), sonar_decoder.config.decoder_attention_heads)
+    if own.config.d_model != sonar_decoder.config.d_model or own.config.vocab_size != sonar_decoder.config.vocab_size:
+        raise ConversionError(
+            f"--keep-checkpoint-decoder: the checkpoint's decoder (d {own.config.d_model}, vocabulary "
+            f"{own.config.vocab_size}) does not fit SONAR_DIR's encoder and tokenizer (d "
+            f"{sonar_decoder.config.d_model}, vocabulary {sonar_decoder.config.vocab_size})."
+        )
+    return own, f"the checkpoint's own (--keep-checkpoint-decoder); it {detail}"
 
 
 def convert_sonar_llm(
@@ -243,25 +234,27 @@ def convert_sonar_llm(
     preset: str | None = None,
     dtype: str | None = None,
     repo_id: str | None = None,
+    add_begin: bool | None = None,
+    decoder: str = "check",
+    num_attention_heads: int | None = None,
+    source: tuple[dict, dict | None] | None = None,
 ) -> dict:
     """Convert, write a Hub-ready folder (weights, config with auto_map, generation config, tokenizer, code, card),
-    verify it by reloading against the reference wrapper's predictions. Publishing is conversion/publish.py's job."""
+    verify it against an independent build of the reference and by reloading. Publishing is conversion/publish.py's
+    job."""
     from transformers import AutoModel
 
     from .checkpoints import parse_dtype
-    from .output import atomic_output_dir
     from .model_card import build_model_card
+    from .output import atomic_output_dir
+    from .reference import verify_against_reference
 
-    source = read_source(checkpoint)
-    model, report = build_sonar_llm(checkpoint, sonar_dir, config_json=config_json, preset=preset, source=source)
-    state = source[0]
-    # 1. the converted model computes what the reference wrapper computes (fp32, before any cast)
-    probe = torch.randn(2, 5, model.config.embed_dim, generator=torch.Generator().manual_seed(0)) * 0.05
-    expected = reference_predictions(state, model.config.llama_config, probe)
-    with torch.no_grad():
-        ours = model(probe).predicted_embeddings
-    if not torch.allclose(ours, expected, rtol=0, atol=1e-6):
-        raise ConversionError(f"Converted predictions differ from the reference by {(ours - expected).abs().max():.3g}.")
+    source = read_source(checkpoint) if source is None else source
+    model, report = build_sonar_llm(checkpoint, sonar_dir, config_json=config_json, preset=preset, source=source,
+                                    add_begin=add_begin, decoder=decoder,
+                                    num_attention_heads=num_attention_heads)  # fmt: skip
+    # 1. the converted model computes what the reference computes (fp32, before any cast)
+    report["verification"] = verify_against_reference(model, source[0], report.pop("reference_llama_config"))
     torch_dtype = parse_dtype(dtype)
     if torch_dtype is not None:
         model.to(torch_dtype)
@@ -270,11 +263,15 @@ def convert_sonar_llm(
     name = repo_id or output.name
     trainable = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("sonar_"))
     total = sum(p.numel() for p in model.parameters())
+    probe = torch.randn(2, 5, model.config.embed_dim, generator=torch.Generator().manual_seed(0)) * 0.05
     with atomic_output_dir(output, is_same_model=_holds_sonar_llm) as staging:
         model.save_pretrained(staging)
         model.tokenizer.save_pretrained(staging)
         card = build_model_card(name, report["preset"], model.config, source=f"`{Path(checkpoint).name}`",
-                                dropped_parameters=report["dropped_parameters"], trainable=trainable, total=total)  # fmt: skip
+                                dropped_parameters=report["dropped_parameters"], trainable=trainable, total=total,
+                                decoder_note=report["decoder_copy"].replace("SONAR_DIR's", "the `--sonar` folder's"),
+                                add_begin_source=_without_paths(report["add_begin_source"]),
+                                config_source=_without_paths(report["config_source"]))  # fmt: skip
         card.save(staging / "README.md")
         # 3. reload what was written and check it reproduces the converted model exactly
         reloaded = AutoModel.from_pretrained(staging, dtype=model.dtype)
@@ -286,7 +283,11 @@ def convert_sonar_llm(
     return report
 
 
+def _without_paths(text: str) -> str:
+    """`--config /home/me/SonarLLM_900M.json` -> `--config SonarLLM_900M.json`: no local paths in a public card."""
+    return re.sub(r"(--config )(\S+)", lambda m: m.group(1) + Path(m.group(2)).name, text)
+
+
 def _holds_sonar_llm(path: Path) -> bool:
     config = path / "config.json"
     return config.exists() and json.loads(config.read_text()).get("model_type") == "sonar_llm"
-
