@@ -153,15 +153,7 @@ def main(argv=None) -> int:
         model=model, args=training_args, train_dataset=train_set, eval_dataset=eval_set,
         data_collator=SonarLLMDataCollator.for_model(model), callbacks=[save_tokenizer_callback(tokenizer)],
     )  # fmt: skip
-    resume = training_args.resume_from_checkpoint  # a checkpoint folder, or "last": the newest in --output_dir
-    result = trainer.train(resume_from_checkpoint=True if resume in ("last", "true", "True") else resume)
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_metrics("train", result.metrics)
-    if eval_set is not None:
-        metrics = trainer.evaluate()
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
-    trainer.save_state()  # trainer_state.json: the loss history
+    train_and_evaluate(trainer, training_args, evaluate=eval_set is not None)
     if args.merge_lora:  # (not under FSDP: merge a saved adapter afterwards instead)
         if trainer.is_world_process_zero():
             trainer.accelerator.unwrap_model(model).merge_and_unload().save_pretrained(training_args.output_dir)
@@ -172,6 +164,20 @@ def main(argv=None) -> int:
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(training_args.output_dir)
     return 0
+
+
+def train_and_evaluate(trainer: Trainer, training_args: TrainingArguments, evaluate: bool) -> None:
+    """Train (resuming from a checkpoint folder, or from the newest one with "last"), evaluate, and keep the loss
+    history in trainer_state.json: the same steps for fine-tuning and pretraining."""
+    resume = training_args.resume_from_checkpoint
+    result = trainer.train(resume_from_checkpoint=True if resume in ("last", "true", "True") else resume)
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    if evaluate:
+        metrics = trainer.evaluate()
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+    trainer.save_state()
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import torch
 from transformers import AutoModel, HfArgumentParser, Trainer, TrainingArguments
 
 sys.path.insert(0, str(Path(__file__).parent))
-from finetune import load_documents  # noqa: E402  (the same dataset loading as fine-tuning)
+from finetune import load_documents, train_and_evaluate  # noqa: E402  (the same dataset loading as fine-tuning)
 
 from sonar_llm_hf import SONAR_LLM_PRESETS, SonarLLMConfig, SonarLLMForCausalSentenceModeling, llama_preset  # noqa: E402
 from sonar_llm_hf.training.data import SonarLLMDataCollator, prepare_dataset  # noqa: E402
@@ -176,17 +176,9 @@ def main(argv: list[str] | None = None) -> int:
 
     trainer = Trainer(
         model=model, args=training_args, train_dataset=train_set, eval_dataset=eval_set,
-        data_collator=SonarLLMDataCollator(), callbacks=[save_tokenizer_callback(model.tokenizer)],
+        data_collator=SonarLLMDataCollator.for_model(model), callbacks=[save_tokenizer_callback(model.tokenizer)],
     )  # fmt: skip
-    resume = training_args.resume_from_checkpoint
-    result = trainer.train(resume_from_checkpoint=True if resume in ("last", "true", "True") else resume)
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_metrics("train", result.metrics)
-    if eval_set is not None:
-        metrics = trainer.evaluate()
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
-    trainer.save_state()  # trainer_state.json: the loss history, validation loss included
+    train_and_evaluate(trainer, training_args, evaluate=eval_set is not None)  # validation loss in trainer_state.json
     if trainer.is_fsdp_enabled:
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model()

@@ -43,15 +43,9 @@ REFERENCE = ROOT / "tests" / "fixtures" / "reference"
 CHECKPOINT = REFERENCE / "sonar_llm" / "checkpoint_step_7.pt"
 CONFIG = REFERENCE / "sonar_llm" / "SonarLLM_tiny.json"
 LLAMA_VOCAB = 128256
+# What the reference repo's SonarLLM_*.json hold besides the sizes (REFERENCE.md §2.2): the converter's own table.
+from sonar_llm_hf.conversion.backbone import REFERENCE_COMMON  # noqa: E402
 
-# What the reference repo's SonarLLM_{100M,300M,600M,900M}.json hold besides the sizes (REFERENCE.md §2.2).
-REFERENCE_COMMON = {
-    "hidden_act": "silu", "max_position_embeddings": 131072, "initializer_range": 0.02, "rms_norm_eps": 1e-06,
-    "use_cache": True, "pretraining_tp": 1, "tie_word_embeddings": True, "rope_theta": 500000.0,
-    "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
-                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
-    "attention_bias": False, "attention_dropout": 0.0, "mlp_bias": False,
-}  # fmt: skip
 
 
 # -- fixtures and builders ---------------------------------------------------------------------------------------
