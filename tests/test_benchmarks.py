@@ -32,3 +32,17 @@ def test_bench_train_quick():
     for ours in (by_side["ours"], by_side["ours-checkpointed"]):
         assert abs(reference["loss"] - ours["loss"]) < 1e-5  # same math: only memory and speed may differ
         assert reference["target_tokens"] == ours["target_tokens"] and ours["peak_rss_gib"] > 0
+
+
+def test_bench_fairseq2_quick():
+    """Without the reference env (CI), --quick runs the comparison against the restatement on tiny models."""
+    stdout, results = run("bench_fairseq2.py")
+    assert "| s per sentence | restatement (not fairseq2) | ours | speed-up |" in stdout
+    assert results["baseline"] == "restatement" and results["quick"]
+    for key in ("decode_b1", "decode_bn", "encode_b1", "encode_bn", "generate_1", "generate_n"):
+        assert results[key]["speedup"] > 0, key
+    # same outputs on both sides: ids, embeddings, generated texts
+    # (--quick: 4 inputs, 2 decoded one at a time, 2 reference prompts)
+    assert results["decode_bn_same_ids"] == 4 and results["decode_b1_same_ids"] == 2
+    assert results["encode_max_abs_diff"] < 1e-5
+    assert results["generate_same_texts"] == 2

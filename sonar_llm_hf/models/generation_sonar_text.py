@@ -70,7 +70,7 @@ class BeamSearchCacheLayer(DynamicLayer):
 
 def vocab_chunks(lm_head):
     """(first id, function) pairs projecting hidden states onto VOCAB_CHUNK rows of the vocabulary each; an int8
-    head (`quantization_sonar.Int8VocabularyProjection`) brings its own chunks."""
+    head (`sonar_llm_hf.quantization.Int8VocabularyProjection`) brings its own chunks."""
     if hasattr(lm_head, "vocab_chunks"):
         return lm_head.vocab_chunks()
     weight = lm_head.weight
