@@ -41,7 +41,10 @@ LANG = "eng_Latn"
 
 
 class Projector(torch.nn.Module):
-    """The reference's projector: one linear layer with bias, attribute `linear` (it names the checkpoint keys)."""
+    """The reference's projector: one linear layer with bias, attribute `linear` (it names the checkpoint keys).
+
+    Deliberately the same as in tests/fixtures/make_reference_fixtures.py: both scripts run alone in the reference
+    env (fairseq2, transformers 4), where this package cannot be imported."""
 
     def __init__(self, in_dim: int, out_dim: int) -> None:
         super().__init__()
