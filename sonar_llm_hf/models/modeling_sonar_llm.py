@@ -231,7 +231,8 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
             every micro-batch of the optimizer step, on every device. The loss is then a sum over this micro-batch's
             items divided by it, so gradient accumulation and data parallelism equal one large batch, for every
             `loss_type`: the items are target tokens, the cross-entropy sums over them and the MSE counts each
-            predicted sentence once per target token of it. Because that count covers every label, labels that are
+            predicted sentence once per target token of it (once in all with one label per sentence, as
+            `SonarLLMDataCollator.for_model` lays them out for `loss_type="mse"`: the plain mean over sentences). Because that count covers every label, labels that are
             not targets (`labels[:, 0]`, padded sentences, or the extra `</s>` of `duplicate_final_eos_target`
             missing from the labels) would divide the loss by the wrong number: they raise a `ValueError` saying
             how many there are and what to change, instead of training with a silently scaled learning rate.
