@@ -118,6 +118,15 @@ def fairseq2_beam_search(
     layers = [BeamSearchCacheLayer() for _ in range(config.decoder_layers)]
     cache = EncoderDecoderCache(Cache(layers=layers), DynamicCache())
 
+    scratch: list[torch.Tensor] = []
+
+    def scratch_like(tensor: torch.Tensor) -> torch.Tensor:
+        """One buffer reused for every chunk's exponentials: a fresh megabytes-large tensor per chunk is fresh pages
+        from the allocator, whose page faults cost more than the exponentials themselves (measured in BENCHMARKS.md)."""
+        if not scratch or scratch[0].numel() < tensor.numel():
+            scratch[:] = [tensor.new_empty(tensor.numel())]
+        return scratch[0][: tensor.numel()].view_as(tensor)
+
     def next_log_probs(tokens: torch.LongTensor) -> torch.Tensor:
         logits = decoder(decoder_input_ids=tokens, encoder_outputs=(memory,), cache=cache, use_cache=True,
                          return_dict=True).logits  # fmt: skip
@@ -143,7 +152,8 @@ def fairseq2_beam_search(
             logits = project(hidden).float()  # (rows, chunk)
             top = logits.amax(-1, keepdim=True)
             maxes.append(top)
-            sums.append((logits - top).exp_().sum(-1, keepdim=True))
+            shifted = torch.sub(logits, top, out=scratch_like(logits))
+            sums.append(shifted.exp_().sum(-1, keepdim=True))
             if forced is None:
                 adjust(logits, start)
                 value, index = torch.topk(logits, k=min(k, logits.shape[1]), dim=-1)

@@ -35,6 +35,7 @@ from .configuration_sonar_text import SonarTextDecoderConfig, SonarTextEncoderCo
 from .generation_sonar_text import fairseq2_beam_search
 from .loading_sonar import SonarTokenizerMixin, execution_device
 from .onednn_linear import onednn_linears
+from .packed_encoding_sonar import packed_encoder_states, packed_encoding_applies
 from .tokenization_sonar import (
     check_language,
     decode_ids,
@@ -156,7 +157,8 @@ class SonarTextEncoder(SonarTextPreTrainedModel):
         truncated with `</s>` kept, with one warning per call counting the tokens dropped; `truncation=False`
         raises instead.
         On CPU in fp32 the matrix products use oneDNN (`fast_cpu_kernels`, see `onednn_linear.py`): the same sums
-        in another order, about twice torch's default speed for the few rows of one sentence.
+        in another order, about twice torch's default speed for the few rows of one sentence. Batches skip the
+        work on their padding (`packed_encoding_sonar.py`).
         """
         tokenizer = self._tokenizer_or_raise(tokenizer)
         texts = validate_texts(texts)
@@ -188,9 +190,12 @@ class SonarTextEncoder(SonarTextPreTrainedModel):
             for row, i in enumerate(batch):
                 ids[row, : len(token_ids[i])] = torch.tensor(token_ids[i])
                 mask[row, : len(token_ids[i])] = 1
+            ids, mask = ids.to(device), mask.to(device)
             with onednn_linears(self, enabled=fast_cpu_kernels):
-                outputs = self(input_ids=ids.to(device), attention_mask=mask.to(device), return_dict=True)
-                pooled = outputs.pooler_output
+                if packed_encoding_applies(self.encoder):  # the same states, without computing on padding
+                    pooled = masked_mean_pool(packed_encoder_states(self.encoder, ids, mask), mask)
+                else:
+                    pooled = self(input_ids=ids, attention_mask=mask, return_dict=True).pooler_output
             result[torch.tensor(batch, device=device)] = pooled.to(device)  # the last layer may sit elsewhere
         return result
 
