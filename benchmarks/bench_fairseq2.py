@@ -86,10 +86,14 @@ def bench_inputs(tokenizer, count: int, prompts: int, target_tokens: int):
     return texts, [story[:3] for story in stories[:prompts]]
 
 
-def timed(fn):
-    start = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - start
+def timed(fn, repeats: int = 1):
+    """fn's result and its median time over `repeats` calls (the cheap encode rows repeat: one pass is noisy)."""
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        seconds.append(time.perf_counter() - start)
+    return result, sorted(seconds)[len(seconds) // 2]
 
 
 def run(command: list[str], what: str, env=None) -> None:
@@ -155,8 +159,9 @@ def restatement_side(args, spec: dict, work: Path):
                                         suppress_ids=suppress, prune_rows=False)  # fmt: skip
 
     baseline = {"encode_ids": [encode_source(tokenizer, [t], "eng_Latn")[0] for t in texts], "torch": torch.__version__}
-    baseline["encode_b1"], baseline["encode_b1_s"] = timed(lambda: torch.cat([encoder.encode([t]) for t in texts]))
-    baseline["encode_bn"], baseline["encode_bn_s"] = timed(lambda: encoder.encode(texts, batch_size=len(texts)))
+    repeats = spec["encode_repeats"]
+    baseline["encode_b1"], baseline["encode_b1_s"] = timed(lambda: torch.cat([encoder.encode([t]) for t in texts]), repeats)
+    baseline["encode_bn"], baseline["encode_bn_s"] = timed(lambda: encoder.encode(texts, batch_size=len(texts)), repeats)
     inputs = baseline["encode_bn"][: spec["decode_inputs"]]
     single, baseline["decode_b1_s"] = timed(lambda: [beam_search(inputs[i : i + 1]) for i in range(spec["decode_b1_inputs"])])
     baseline["decode_b1_ids"], baseline["decode_b1_scores"] = [s[0][0] for s in single], [s[1][0] for s in single]
@@ -169,23 +174,25 @@ def restatement_side(args, spec: dict, work: Path):
                                                         num_beams=beam, max_length=max_length))  # fmt: skip
         baseline["generate_texts"].append(new)
         baseline["generate_s_per_prompt"].append(seconds)
+    model.save_pretrained(work / "llm")  # where --packed and --int8 load fresh copies, as on the fairseq2 side
     return baseline, model
 
 
-def ours_side(spec: dict, model, inputs: torch.Tensor, quantize: str | None = None) -> dict:
+def ours_side(spec: dict, model, inputs: torch.Tensor, sonar_only: bool = False) -> dict:
     encoder, decoder = model.sonar_encoder, model.sonar_decoder
     texts, beam, max_length = spec["encode_texts"], spec["num_beams"], 2 + spec["tokens"]
     decode = dict(num_beams=beam, max_length=max_length, return_token_ids=True)
     results = {}
     encoder.encode(texts[:1])  # warm-up
-    results["encode_b1"], results["encode_b1_s"] = timed(lambda: torch.cat([encoder.encode([t], batch_size=1) for t in texts]))
-    results["encode_bn"], results["encode_bn_s"] = timed(lambda: encoder.encode(texts, batch_size=len(texts)))
+    repeats = spec["encode_repeats"]
+    results["encode_b1"], results["encode_b1_s"] = timed(lambda: torch.cat([encoder.encode([t], batch_size=1) for t in texts]), repeats)
+    results["encode_bn"], results["encode_bn_s"] = timed(lambda: encoder.encode(texts, batch_size=len(texts)), repeats)
     decoder.decode(inputs[:1], num_beams=beam, max_length=min(max_length, 6))  # warm-up
     single, results["decode_b1_s"] = timed(lambda: [decoder.decode(inputs[i : i + 1], **decode)[1][0]
                                                     for i in range(spec["decode_b1_inputs"])])  # fmt: skip
     results["decode_b1_ids"] = single
     (_, results["decode_bn_ids"]), results["decode_bn_s"] = timed(lambda: decoder.decode(inputs, batch_size=len(inputs), **decode))
-    if quantize:
+    if sonar_only:
         return results
     options = dict(max_new_sentences=spec["sentences"], eos_threshold=1.0, num_beams=beam, max_length=max_length)
     model.generate(spec["prompts"][:1], **{**options, "max_new_sentences": 1, "max_length": min(max_length, 6)})  # warm-up
@@ -237,7 +244,9 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--reference-prompts", type=int, default=2)
     parser.add_argument("--sentences", type=int, default=4, help="sentences generated per prompt")
-    parser.add_argument("--int8", action="store_true", help="also time our int8 SONAR (quantize='int8')")
+    parser.add_argument("--encode-repeats", type=int, default=3, help="encode rows: median of this many passes")
+    parser.add_argument("--int8", action="store_true", help="also time our int8 SONAR (quantize_sonar, approximate)")
+    parser.add_argument("--packed", action="store_true", help="also time our oneDNN-packed fp32 SONAR (pack_sonar, exact)")
     parser.add_argument("--work", help="keep the models and fairseq2's results here (default: a temporary folder)")
     parser.add_argument("--reuse", action="store_true", help="time only ours, on the fairseq2 side kept in --work")
     parser.add_argument("--json", default=None, help="results file (default: benchmarks/results/fairseq2.json; none for --quick)")
@@ -248,6 +257,7 @@ def main() -> None:
         sys.exit("No reference env: build it with ../shared/tools/reference-env.sh refenv, or pass --reference-python.")
     if args.quick:
         args.inputs, args.decode_b1_inputs, args.tokens, args.prompts, args.reference_prompts, args.sentences = 4, 2, 6, 3, 2, 2
+        args.encode_repeats = 1
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     from sonar_llm_hf import SONAR_LANGUAGES, build_sonar_tokenizer
@@ -268,7 +278,7 @@ def main() -> None:
                     llama_config={**LLAMA_COMMON, **size["llama"]}, seed=0, threads=args.threads, num_beams=args.num_beams,
                     tokens=args.tokens, encode_texts=texts, decode_inputs=args.inputs,
                     decode_b1_inputs=args.decode_b1_inputs, prompts=prompts, reference_prompts=args.reference_prompts,
-                    sentences=args.sentences, eos_threshold=1.01, eos_sentence="End of sequence.",
+                    sentences=args.sentences, encode_repeats=args.encode_repeats, eos_threshold=1.01, eos_sentence="End of sequence.",
                     languages=list(SONAR_LANGUAGES))  # fmt: skip
         if args.reuse:
             baseline, model = load_fairseq2_side(spec, work)
@@ -282,12 +292,16 @@ def main() -> None:
         inputs = baseline["decode_inputs"]
         ours = ours_side(spec, model, inputs)
         row = compare(spec, baseline, ours)
-        if args.int8:
-            from sonar_llm_hf import quantize_sonar
+        if args.packed:  # exact: every row, generation included, and outputs compared with fairseq2's
+            from sonar_llm_hf import SonarLLMForCausalSentenceModeling, pack_sonar
 
-            quantize_sonar(model.sonar_encoder)
-            quantize_sonar(model.sonar_decoder)
-            int8 = ours_side(spec, model, inputs, quantize="int8")
+            model = pack_sonar(SonarLLMForCausalSentenceModeling.from_pretrained(work / "llm").eval())
+            row["packed"] = compare(spec, baseline, ours_side(spec, model, inputs))
+        if args.int8:
+            from sonar_llm_hf import SonarLLMForCausalSentenceModeling, quantize_sonar
+
+            model = quantize_sonar(SonarLLMForCausalSentenceModeling.from_pretrained(work / "llm").eval())
+            int8 = ours_side(spec, model, inputs, sonar_only=True)
             row["int8"] = {k: {"ours_fp32_s": ours[f"{k}_s"], "int8_s": int8[f"{k}_s"], "speedup": ours[f"{k}_s"] / int8[f"{k}_s"]}
                            for k in ("encode_b1", "encode_bn", "decode_b1", "decode_bn")}  # fmt: skip
             row["int8"]["decode_bn_same_ids"] = sum(a == b for a, b in zip(ours["decode_bn_ids"], int8["decode_bn_ids"]))
@@ -320,6 +334,15 @@ def report(r: dict, args) -> None:
     print(f"same ids: decode {r['decode_b1_same_ids']}/{one} one at a time, {r['decode_bn_same_ids']}/{n} at once "
           f"({r['decode_distinct_tokens']} distinct tokens); embeddings max abs diff {r['encode_max_abs_diff']:.2g}; "
           f"generated texts same for {r.get('generate_same_texts', 0)}/{args.reference_prompts} prompts")  # fmt: skip
+    if "packed" in r:
+        p = r["packed"]
+        print(f"| packed (pack_sonar) | {name} | ours packed | speed-up |\n|---|---|---|---|")
+        for key in ("decode_b1", "decode_bn", "encode_b1", "encode_bn"):
+            print(f"| {key} (s per sentence) | {p[key]['baseline_s']:.3f} | {p[key]['ours_s']:.3f} | {p[key]['speedup']:.2f}x |")
+        print(f"| generate, {p['generate_n']['prompts']} prompts (s) | {p['generate_n']['baseline_s']:.2f} | "
+              f"{p['generate_n']['ours_s']:.2f} | {p['generate_n']['speedup']:.2f}x |")  # fmt: skip
+        print(f"packed: same ids {p['decode_b1_same_ids']}/{one} and {p['decode_bn_same_ids']}/{n}; embeddings max abs "
+              f"diff {p['encode_max_abs_diff']:.2g}; generated texts same for {p['generate_same_texts']}/{args.reference_prompts}")  # fmt: skip
     if "int8" in r:
         q = r["int8"]
         print("| int8 vs our fp32 | fp32 | int8 | speed-up |\n|---|---|---|---|")

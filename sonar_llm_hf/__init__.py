@@ -22,6 +22,7 @@ from .models.generation_sonar_llm import PrintSentenceStreamer, SentenceStreamer
 from .models.modeling_sonar_llm import SonarLLMForCausalSentenceModeling, SonarLLMOutput
 from .models.modeling_sonar_text import SonarTextDecoder, SonarTextEncoder
 from .models.pipeline_sonar_llm import PACKAGE_TASK, SonarLLMSentencePipeline
+from .packing import pack_sonar
 from .quantization import quantize_sonar
 from .models.splitting_sonar_llm import split_sentences
 from .models.tokenization_sonar import SONAR_LANGUAGES, check_language
@@ -62,6 +63,7 @@ __all__ = [
     "llama_preset",
     "prepare_dataset",
     "quantize_sonar",
+    "pack_sonar",
     "split_documents",
     "split_sentences",
 ]

@@ -73,15 +73,29 @@ def _replace_linears(module: nn.Module) -> int:
     return count
 
 
-def _sonar_parts(model: nn.Module) -> list[nn.Module]:
+def sonar_parts(model: nn.Module, caller: str = "quantize_sonar") -> list[nn.Module]:
+    """The SONAR encoder and/or decoder that `model` is or holds."""
     from .models.modeling_sonar_text import SonarTextDecoder, SonarTextEncoder
 
     if isinstance(model, (SonarTextEncoder, SonarTextDecoder)):
         return [model]
     parts = [m for m in (getattr(model, "sonar_encoder", None), getattr(model, "sonar_decoder", None)) if m is not None]
     if not parts:
-        raise TypeError(f"quantize_sonar takes a SonarTextEncoder, a SonarTextDecoder or a SONAR-LLM, got {type(model).__name__}.")
+        raise TypeError(f"{caller} takes a SonarTextEncoder, a SonarTextDecoder or a SONAR-LLM, got {type(model).__name__}.")
     return parts
+
+
+def check_untransformed(part: nn.Module, what: str) -> None:
+    """Refuse a second inference transform, and weights that are not fp32 on CPU."""
+    for attribute in ("quantized", "packed"):
+        if getattr(part, attribute, None):
+            raise ValueError(f"This {type(part).__name__} is already {attribute} ({getattr(part, attribute)}).")
+    weight = next(part.parameters())
+    if weight.device.type != "cpu" or weight.dtype != torch.float32:
+        raise ValueError(
+            f"{what} SONAR runs on CPU from fp32 weights; this {type(part).__name__} is {weight.dtype} on "
+            f"{weight.device}. Load it in fp32 on CPU first."
+        )
 
 
 @torch.no_grad()
@@ -95,15 +109,10 @@ def quantize_sonar(model: nn.Module, dtype: str = "int8") -> nn.Module:
         raise ValueError(f"Only dtype='int8' is supported, got {dtype!r}.")
     if "fbgemm" not in torch.backends.quantized.supported_engines and "x86" not in torch.backends.quantized.supported_engines:
         raise RuntimeError("This torch build has no x86 quantized kernels (fbgemm); int8 SONAR needs an x86 CPU build.")
-    for part in _sonar_parts(model):
-        if getattr(part, "quantized", None):
-            raise ValueError(f"This {type(part).__name__} is already quantized ({part.quantized}).")
-        weight = next(part.parameters())
-        if weight.device.type != "cpu" or weight.dtype != torch.float32:
-            raise ValueError(
-                f"int8 SONAR runs on CPU from fp32 weights; this {type(part).__name__} is {weight.dtype} on "
-                f"{weight.device}. Load it in fp32 on CPU first."
-            )
+    parts = sonar_parts(model)
+    for part in parts:
+        check_untransformed(part, "int8")
+    for part in parts:
         if hasattr(part, "lm_head"):
             part.lm_head = Int8VocabularyProjection(part.lm_head.weight.detach())  # the fp32 embedding stays for lookups
         stack = part.encoder if hasattr(part, "encoder") else part.decoder

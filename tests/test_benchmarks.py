@@ -8,8 +8,8 @@ from pathlib import Path
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
 
-def run(script: str):
-    result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick"], capture_output=True, text=True,
+def run(script: str, *options: str):
+    result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick", *options], capture_output=True, text=True,
                             timeout=600, cwd=BENCHMARKS)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout, json.loads(result.stdout.strip().splitlines()[-1])
@@ -36,7 +36,7 @@ def test_bench_train_quick():
 
 def test_bench_fairseq2_quick():
     """Without the reference env (CI), --quick runs the comparison against the restatement on tiny models."""
-    stdout, results = run("bench_fairseq2.py")
+    stdout, results = run("bench_fairseq2.py", "--packed", "--int8")
     assert "| s per sentence | restatement (not fairseq2) | ours | speed-up |" in stdout
     assert results["baseline"] == "restatement" and results["quick"]
     for key in ("decode_b1", "decode_bn", "encode_b1", "encode_bn", "generate_1", "generate_n"):
@@ -46,3 +46,6 @@ def test_bench_fairseq2_quick():
     assert results["decode_bn_same_ids"] == 4 and results["decode_b1_same_ids"] == 2
     assert results["encode_max_abs_diff"] < 1e-5
     assert results["generate_same_texts"] == 2
+    packed = results["packed"]  # exact: the same outputs again
+    assert packed["decode_bn_same_ids"] == 4 and packed["encode_max_abs_diff"] < 1e-5 and packed["generate_same_texts"] == 2
+    assert results["int8"]["encode_bn_min_cosine"] > 0.9 and results["int8"]["decode_bn"]["speedup"] > 0

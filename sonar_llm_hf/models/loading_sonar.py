@@ -127,6 +127,14 @@ class SonarTokenizerMixin:
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus the tokenizer beside the weights (so `push_to_hub` uploads it)."""
+        transformed = sorted({f"{type(module).__name__} ({name} {getattr(module, name)})" for module in self.modules()
+                              for name in ("quantized", "packed") if getattr(module, name, None)})  # fmt: skip
+        if transformed:
+            raise ValueError(
+                f"This model holds SONAR parts transformed for inference only: {', '.join(transformed)}; their weights "
+                "are no longer plain fp32 tensors, so a saved folder would be incomplete. Save before `quantize_sonar`"
+                " / `pack_sonar`, or load the saved folder again."
+            )
         super().save_pretrained(save_directory, *args, **kwargs)
         if self.tokenizer is not None and kwargs.get("is_main_process", True):
             self.tokenizer.save_pretrained(save_directory)
