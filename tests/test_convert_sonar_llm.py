@@ -201,6 +201,8 @@ def test_converted_folder_is_complete_and_verified(converted_dir):
     assert config["auto_map"]["AutoModel"] == "modeling_sonar_llm.SonarLLMForCausalSentenceModeling"
     assert config["auto_map"]["AutoConfig"] == "configuration_sonar_llm.SonarLLMConfig"
     assert config["add_begin"] is False and config["llama_config"]["vocab_size"] == 1
+    # no token ids outside the one-row vocabulary (transformers warns about them on every load)
+    assert all(config["llama_config"][f"{name}_token_id"] is None for name in ("bos", "eos", "pad"))
     assert report["decoder_copy"] == "SONAR_DIR's; the checkpoint's own copy is identical to SONAR_DIR's"
     assert report["preset"] is None and report["add_begin"] is False
     assert report["verification"] == {"max_abs_diff": 0.0, "documents": 3}

@@ -49,7 +49,9 @@ def backbone_config_from_reference(llama_config: dict) -> SonarLLMBackboneConfig
     # deep copies: transformers writes `rope_theta` into the `rope_scaling` dict it is given
     settings = {k: copy.deepcopy(v) for k, v in llama_config.items() if k not in ignored}
     settings.setdefault("num_key_value_heads", settings["num_attention_heads"])  # the JSONs omit it: plain MHA
-    return SonarLLMBackboneConfig(**settings, vocab_size=1, tie_word_embeddings=False)
+    # the backbone has no token vocabulary: Llama's default token ids (1, 2) would be out of it, and warned about
+    return SonarLLMBackboneConfig(**settings, vocab_size=1, tie_word_embeddings=False, bos_token_id=None,
+                                  eos_token_id=None, pad_token_id=None)  # fmt: skip
 
 
 def preset_reference_json(name: str) -> dict:
