@@ -1,6 +1,7 @@
 """Speed against the real fairseq2: Meta's SONAR and the reference SONAR-LLM loop beside ours, same weights and inputs.
 
     python benchmarks/bench_fairseq2.py                 # full-size SONAR + 100M backbone, fp32, 2 threads (~15 min)
+    python benchmarks/bench_fairseq2.py --packed        # adds our exact oneDNN-packed rows (pack_sonar), all compared
     python benchmarks/bench_fairseq2.py --int8          # adds our opt-in int8 rows (approximate, see BENCHMARKS.md)
     python benchmarks/bench_fairseq2.py --quick         # tiny sizes, seconds, no reference env (CI)
 
@@ -16,7 +17,7 @@ weights). Rows:
   `BeamSearchSeq2SeqGenerator` (what `EmbeddingToTextModelPipeline.predict` runs) on one embedding at a time and on
   `--inputs` at once, against `SonarTextDecoder.decode`;
 - SONAR encode of `--inputs` sentences of about 26 tokens: `TextToEmbeddingModelPipeline.predict` one at a time
-  and all at once, against `SonarTextEncoder.encode`;
+  and all at once, against `SonarTextEncoder.encode` (median of `--encode-repeats` passes on both sides);
 - generation: FusionBrainLab/SONAR-LLM's `generate.py` loop on fairseq2's pipelines, one prompt at a time, timed on
   `--reference-prompts` prompts (its cost is linear in prompts: N prompts cost N x its mean), against
   `model.generate` on 1 and `--prompts` prompts.
@@ -35,10 +36,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from timing import timed  # benchmarks/timing.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -84,16 +85,6 @@ def bench_inputs(tokenizer, count: int, prompts: int, target_tokens: int):
         if len(texts) == count:
             break
     return texts, [story[:3] for story in stories[:prompts]]
-
-
-def timed(fn, repeats: int = 1):
-    """fn's result and its median time over `repeats` calls (the cheap encode rows repeat: one pass is noisy)."""
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        seconds.append(time.perf_counter() - start)
-    return result, sorted(seconds)[len(seconds) // 2]
 
 
 def run(command: list[str], what: str, env=None) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -35,6 +34,7 @@ from sonar.inference_pipelines.text import EmbeddingToTextModelPipeline, TextToE
 from sonar.models.sonar_text.config import SonarTextDecoderConfig, SonarTextEncoderConfig
 from sonar.models.sonar_text.factory import SonarTextDecoderFactory, SonarTextEncoderFactory
 from sonar.models.sonar_translation.model import DummyEncoderModel, SonarEncoderDecoderModel
+from timing import timed  # benchmarks/timing.py, beside this script
 from transformers import LlamaConfig, LlamaForCausalLM
 
 LANG = "eng_Latn"
@@ -100,16 +100,6 @@ def build_sonar(spec: dict, vocab_size: int):
     ).create_model()
     decoder = SonarTextDecoderFactory(SonarTextDecoderConfig(max_seq_len=512, normalize_before=True, **common)).create_model()
     return encoder.eval(), decoder.eval()
-
-
-def timed(fn, repeats: int = 1):
-    """fn's result and its median time over `repeats` calls (the cheap encode rows repeat: one pass is noisy)."""
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        seconds.append(time.perf_counter() - start)
-    return result, sorted(seconds)[len(seconds) // 2]
 
 
 def beam_search(decoder, tokenizer, embeddings: torch.Tensor, beam_size: int, max_seq_len: int):
