@@ -60,3 +60,20 @@ def test_packed_path_steps_aside_for_training_gradients_eager_attention_and_hook
             assert not packed.packed_encoding_applies(encoder)
         finally:
             del encoder.layers[0]._hf_hook
+
+
+@torch.no_grad()
+def test_packed_path_runs_peft_adapters(tiny_sonar_encoder, monkeypatch):
+    """LoRA layers replace q/v projections; the padding-free loop calls them like M2M100's attention does."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    encoder = copy.deepcopy(tiny_sonar_encoder)
+    adapted = get_peft_model(encoder, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    adapted.eval()
+    fast = encoder.encode(RAGGED)
+    monkeypatch.setattr("sonar_llm_hf.models.modeling_sonar_text.packed_encoding_applies", lambda e: False)
+    padded = encoder.encode(RAGGED)
+    torch.testing.assert_close(fast, padded, rtol=0, atol=1e-6)
+    assert not torch.allclose(fast, tiny_sonar_encoder.encode(RAGGED), atol=1e-4)  # the adapters do change it
