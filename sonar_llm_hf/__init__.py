@@ -22,7 +22,7 @@ from .models.generation_sonar_llm import PrintSentenceStreamer, SentenceStreamer
 from .models.modeling_sonar_llm import SonarLLMForCausalSentenceModeling, SonarLLMOutput
 from .models.modeling_sonar_text import SonarTextDecoder, SonarTextEncoder
 from .models.pipeline_sonar_llm import PACKAGE_TASK, SonarLLMSentencePipeline
-from .packing import pack_sonar
+from .packing import pack_sonar, unpack_sonar
 from .quantization import quantize_sonar
 from .models.splitting_sonar_llm import split_sentences
 from .models.tokenization_sonar import SONAR_LANGUAGES, check_language
@@ -64,6 +64,7 @@ __all__ = [
     "prepare_dataset",
     "quantize_sonar",
     "pack_sonar",
+    "unpack_sonar",
     "split_documents",
     "split_sentences",
 ]

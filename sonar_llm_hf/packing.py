@@ -7,8 +7,9 @@ holds its weight only in oneDNN's blocked layout (`torch.ops.mkldnn._reorder_lin
 torch.compile's CPU weight freezing uses): the plain copy is freed, so memory stays the same. The products are the
 same fp32 sums in another order (a few ulps; tokens identical in tests/test_packing.py and in the benchmark).
 
-For inference only: CPU, fp32, no gradients, and a packed model cannot be saved (save before packing, or load the
-saved folder again). The tied vocabulary projection stays plain (its weight is also the token embedding table).
+For inference only: CPU, fp32, no gradients, and a packed model cannot be saved; `unpack_sonar(model)` gives the
+plain layers back, bit for bit, to train or save it. The tied vocabulary projection stays plain (its weight is also
+the token embedding table).
 """
 
 from __future__ import annotations
@@ -28,28 +29,34 @@ class PackedLinear(nn.Module):
     def __init__(self, layer: nn.Linear, rows: int = PACKING_ROWS):
         super().__init__()
         self.in_features, self.out_features = layer.in_features, layer.out_features
+        self.trainable = layer.weight.requires_grad  # restored by `unpacked` (SONAR is frozen inside a SONAR-LLM)
         packed = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach(), rows)
         self.register_buffer("packed_weight", packed, persistent=False)
         self.register_buffer("bias", None if layer.bias is None else layer.bias.detach(), persistent=False)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and inputs.requires_grad:
-            raise RuntimeError("A packed SONAR layer has no backward: train the unpacked model (load it again).")
+            raise RuntimeError("A packed SONAR layer has no backward: `unpack_sonar(model)` first to train it.")
         return torch.ops.mkldnn._linear_pointwise(inputs.contiguous(), self.packed_weight, self.bias, "none", [], "")
+
+    def unpacked(self) -> nn.Linear:
+        """The plain `nn.Linear` again, with the very same weights (oneDNN's reorder is a permutation)."""
+        layer = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        layer.weight = nn.Parameter(self.packed_weight.to_dense(), requires_grad=self.trainable)
+        if self.bias is not None:
+            layer.bias = nn.Parameter(self.bias.clone(), requires_grad=self.trainable)
+        return layer
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, packed for oneDNN"
 
 
-def _pack_linears(module: nn.Module) -> int:
-    count = 0
+def _swap_layers(module: nn.Module, kind: type, swap) -> None:
     for name, child in list(module.named_children()):
-        if isinstance(child, nn.Linear):
-            setattr(module, name, PackedLinear(child))
-            count += 1
+        if isinstance(child, kind):
+            setattr(module, name, swap(child))
         else:
-            count += _pack_linears(child)
-    return count
+            _swap_layers(child, kind, swap)
 
 
 @torch.no_grad()
@@ -63,10 +70,23 @@ def pack_sonar(model: nn.Module) -> nn.Module:
     for part in parts:
         check_untransformed(part, "packing")
     for part in parts:
-        _pack_linears(part.encoder if hasattr(part, "encoder") else part.decoder)
+        _swap_layers(part.encoder if hasattr(part, "encoder") else part.decoder, nn.Linear, PackedLinear)
         part.packed = "onednn"
         part.eval()
     return model
 
 
-__all__ = ["pack_sonar", "PackedLinear"]
+@torch.no_grad()
+def unpack_sonar(model: nn.Module) -> nn.Module:
+    """Undo `pack_sonar` in place: plain `nn.Linear` layers with the same weights, trainable and savable again."""
+    parts = sonar_parts(model, "unpack_sonar")
+    if not any(getattr(part, "packed", None) for part in parts):
+        raise ValueError("This model is not packed: there is nothing to unpack (pack_sonar(model) packs it).")
+    for part in parts:
+        if getattr(part, "packed", None):
+            _swap_layers(part.encoder if hasattr(part, "encoder") else part.decoder, PackedLinear, PackedLinear.unpacked)
+            part.packed = None
+    return model
+
+
+__all__ = ["pack_sonar", "unpack_sonar", "PackedLinear"]

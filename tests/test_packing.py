@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import sonar_llm_hf
-from sonar_llm_hf import SonarLLMForCausalSentenceModeling, pack_sonar, quantize_sonar
+from sonar_llm_hf import SonarLLMForCausalSentenceModeling, pack_sonar, quantize_sonar, unpack_sonar
 from sonar_llm_hf.demo.story_world import generate_corpus
 from sonar_llm_hf.packing import PackedLinear
 
@@ -71,3 +71,16 @@ def test_packing_refuses_non_fp32_models():
         pack_sonar(model.sonar_encoder.to(torch.bfloat16))
     with pytest.raises(TypeError, match="pack_sonar takes"):
         pack_sonar(nn.Linear(2, 2))
+
+
+def test_unpacking_gives_back_the_same_trainable_savable_model(tmp_path):
+    plain = SonarLLMForCausalSentenceModeling.from_pretrained(DEMO).eval()
+    model = unpack_sonar(pack_sonar(SonarLLMForCausalSentenceModeling.from_pretrained(DEMO).eval()))
+    state, original = model.state_dict(), plain.state_dict()
+    assert state.keys() == original.keys() and all(torch.equal(state[k], original[k]) for k in original)
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == {n: p.requires_grad for n, p in plain.named_parameters()}
+    model.save_pretrained(tmp_path / "again")
+    reloaded = SonarLLMForCausalSentenceModeling.from_pretrained(tmp_path / "again")
+    assert all(torch.equal(reloaded.state_dict()[k], original[k]) for k in original)
+    with pytest.raises(ValueError, match="not packed"):
+        unpack_sonar(model)

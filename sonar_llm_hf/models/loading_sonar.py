@@ -133,7 +133,7 @@ class SonarTokenizerMixin:
             raise ValueError(
                 f"This model holds SONAR parts transformed for inference only: {', '.join(transformed)}; their weights "
                 "are no longer plain fp32 tensors, so a saved folder would be incomplete. Save before `quantize_sonar`"
-                " / `pack_sonar`, or load the saved folder again."
+                " / `pack_sonar`, call `unpack_sonar(model)` after packing, or load the saved folder again."
             )
         super().save_pretrained(save_directory, *args, **kwargs)
         if self.tokenizer is not None and kwargs.get("is_main_process", True):
