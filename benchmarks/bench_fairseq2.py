@@ -286,11 +286,13 @@ def main() -> None:
         if args.packed:  # exact: every row, generation included, and outputs compared with fairseq2's
             from sonar_llm_hf import SonarLLMForCausalSentenceModeling, pack_sonar
 
+            model = None  # one full-size model in memory at a time
             model = pack_sonar(SonarLLMForCausalSentenceModeling.from_pretrained(work / "llm").eval())
             row["packed"] = compare(spec, baseline, ours_side(spec, model, inputs))
         if args.int8:
             from sonar_llm_hf import SonarLLMForCausalSentenceModeling, quantize_sonar
 
+            model = None
             model = quantize_sonar(SonarLLMForCausalSentenceModeling.from_pretrained(work / "llm").eval())
             int8 = ours_side(spec, model, inputs, sonar_only=True)
             row["int8"] = {k: {"ours_fp32_s": ours[f"{k}_s"], "int8_s": int8[f"{k}_s"], "speedup": ours[f"{k}_s"] / int8[f"{k}_s"]}

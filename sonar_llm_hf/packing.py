@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .quantization import check_untransformed, sonar_parts
+from .quantization import check_untransformed, layer_stack, sonar_parts, swap_layers
 
 # The row count oneDNN's blocked layout is chosen for: a sentence's tokens, or a few beams of a few sentences.
 PACKING_ROWS = 32
@@ -51,14 +51,6 @@ class PackedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, packed for oneDNN"
 
 
-def _swap_layers(module: nn.Module, kind: type, swap) -> None:
-    for name, child in list(module.named_children()):
-        if isinstance(child, kind):
-            setattr(module, name, swap(child))
-        else:
-            _swap_layers(child, kind, swap)
-
-
 @torch.no_grad()
 def pack_sonar(model: nn.Module) -> nn.Module:
     """Pack the layer weights of a SONAR encoder/decoder (or both inside a SONAR-LLM) for oneDNN, in place; returns
@@ -70,7 +62,7 @@ def pack_sonar(model: nn.Module) -> nn.Module:
     for part in parts:
         check_untransformed(part, "packing")
     for part in parts:
-        _swap_layers(part.encoder if hasattr(part, "encoder") else part.decoder, nn.Linear, PackedLinear)
+        swap_layers(layer_stack(part), nn.Linear, PackedLinear)
         part.packed = "onednn"
         part.eval()
     return model
@@ -84,7 +76,7 @@ def unpack_sonar(model: nn.Module) -> nn.Module:
         raise ValueError("This model is not packed: there is nothing to unpack (pack_sonar(model) packs it).")
     for part in parts:
         if getattr(part, "packed", None):
-            _swap_layers(part.encoder if hasattr(part, "encoder") else part.decoder, PackedLinear, PackedLinear.unpacked)
+            swap_layers(layer_stack(part), PackedLinear, PackedLinear.unpacked)
             part.packed = None
     return model
 

@@ -62,15 +62,22 @@ class Int8VocabularyProjection(nn.Module):
         return torch.cat([layer(hidden) for layer in self.chunks], dim=-1)
 
 
-def _replace_linears(module: nn.Module) -> int:
-    count = 0
+def swap_layers(module: nn.Module, kind: type, swap) -> None:
+    """Replace, in place, every submodule of type `kind` below `module` by `swap(submodule)`."""
     for name, child in list(module.named_children()):
-        if isinstance(child, nn.Linear):
-            setattr(module, name, _quantized_linear(child.weight.detach(), None if child.bias is None else child.bias.detach()))
-            count += 1
+        if isinstance(child, kind):
+            setattr(module, name, swap(child))
         else:
-            count += _replace_linears(child)
-    return count
+            swap_layers(child, kind, swap)
+
+
+def _quantized_copy(layer: nn.Linear) -> nn.Module:
+    return _quantized_linear(layer.weight.detach(), None if layer.bias is None else layer.bias.detach())
+
+
+def layer_stack(part: nn.Module) -> nn.Module:
+    """The M2M100 layer stack of a SONAR encoder or decoder (not the decoder's tied vocabulary projection)."""
+    return part.encoder if hasattr(part, "encoder") else part.decoder
 
 
 def sonar_parts(model: nn.Module, caller: str = "quantize_sonar") -> list[nn.Module]:
@@ -115,8 +122,7 @@ def quantize_sonar(model: nn.Module, dtype: str = "int8") -> nn.Module:
     for part in parts:
         if hasattr(part, "lm_head"):
             part.lm_head = Int8VocabularyProjection(part.lm_head.weight.detach())  # the fp32 embedding stays for lookups
-        stack = part.encoder if hasattr(part, "encoder") else part.decoder
-        _replace_linears(stack)
+        swap_layers(layer_stack(part), nn.Linear, _quantized_copy)
         part.quantized = dtype
         part.eval()
     return model

@@ -57,10 +57,11 @@ def packed_encoder_states(encoder: M2M100Encoder, input_ids: torch.LongTensor, a
     states = embeddings + encoder.embed_positions(input_ids, embeddings).to(embeddings.device)
     states = states.flatten(0, 1)
     real, mask = None, None
-    if not attention_mask.bool().all():
-        real = attention_mask.flatten().nonzero().squeeze(1)  # indices of real tokens in the (N * T) layout
+    keep = attention_mask.bool()
+    if not keep.all():
+        real = keep.flatten().nonzero().squeeze(1)  # indices of real tokens in the (N * T) layout
         states = states[real]  # (tokens, d)
-        mask = attention_mask.bool()[:, None, None, :]  # (N, 1, 1, T): keys that are real tokens
+        mask = keep[:, None, None, :]  # (N, 1, 1, T): keys that are real tokens
     for layer in encoder.layers:
         states = states + _self_attention(layer.self_attn, layer.self_attn_layer_norm(states), real, (batch, width), mask)
         states = states + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(states))))
