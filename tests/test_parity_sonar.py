@@ -104,6 +104,20 @@ def test_decoding_equals_fairseq2(converted, label):
     assert texts == reference["texts"]
 
 
+def test_decoding_equals_fairseq2_when_the_cache_grows(converted, monkeypatch):
+    """Hypotheses outgrowing the beam cache's first buffers (2 positions here, doubled as they grow) keep fairseq2's
+    tokens: the growth copies and the in-place beam reorders lose nothing."""
+    from sonar_llm_hf.models.generation_sonar_text import BeamSearchCacheLayer
+
+    monkeypatch.setattr(BeamSearchCacheLayer, "initial_capacity", 2)
+    _, decoder, expected, tensors = converted
+    reference = expected["decode"]["beam5_512"]
+    _, ids = decoder.decode(tensors["embeddings"], num_beams=5, return_token_ids=True,
+                            max_length=effective_max_length(decoder, reference["max_seq_len"]))  # fmt: skip
+    assert ids == [to_hf(row) for row in reference["fs2_ids"]]
+    assert max(map(len, ids)) > 8  # grown at least twice
+
+
 def test_beam_scores_equal_fairseq2(converted):
     from sonar_llm_hf.models.generation_sonar_text import fairseq2_beam_search
 

@@ -22,50 +22,76 @@ from .validation_sonar import check_decoder_positions
 VOCAB_CHUNK = 16384
 
 
+class SpareBuffers:
+    """The one spare (keys, values) pair that all layers of a search take turns with: a layer gathers its reordered
+    beams into it and leaves its old pair as the spare of the next layer. A search so holds one spare pair, not one
+    per layer: half the cache's memory, and half the fresh pages to fault in."""
+
+    def __init__(self):
+        self.pair: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def take(self, like: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        pair, self.pair = self.pair, None
+        if pair is None or pair[0].shape != like[0].shape:  # the first reorder, or the cache grew
+            pair = tuple(buffer.new_empty(buffer.shape) for buffer in like)
+        return pair
+
+    def give(self, pair: tuple[torch.Tensor, torch.Tensor]) -> None:
+        self.pair = pair
+
+
 class BeamSearchCacheLayer(DynamicLayer):
-    """Self-attention keys and values in buffers allocated once per search.
+    """Self-attention keys and values in buffers allocated for the search's largest beam, written in place.
 
     A `DynamicLayer` concatenates on every step and gathers beams into fresh tensors; at SONAR's size both cost
-    more than the attention itself (fresh memory is page-faulted in). Here a step writes in place and a beam reorder
-    gathers rows into a spare buffer, which then becomes the live one.
+    more than the attention itself (fresh memory is page-faulted in). Here a step writes in place, and a beam reorder
+    gathers the filled positions of each row into the search's spare pair (`SpareBuffers`), which then becomes the
+    live one. The buffers hold `rows` (inputs x beam) from the start and grow by doubling up to `max_length`
+    positions, so a search allocates once or twice instead of on every change of shape.
     """
+
+    initial_capacity = 32  # positions: most SONAR sentences fit, so most searches never grow
+
+    def __init__(self, rows: int, max_length: int, spares: SpareBuffers):
+        super().__init__()
+        self.max_rows, self.max_length, self.spares = rows, max_length, spares
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
-        self.length, self.rows, self.buffers, self.spares = 0, key_states.shape[0], None, None
+        self.length, self.rows, self.buffers = 0, key_states.shape[0], None
 
-    def _allocate(self, template: torch.Tensor, rows: int, capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
-        shape = (rows, template.shape[1], capacity, template.shape[3])
-        return template.new_empty(shape), template.new_empty(shape)
+    def _filled(self, buffer: torch.Tensor, rows: int) -> torch.Tensor:
+        return buffer[:rows, :, : self.length]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         end = self.length + key_states.shape[2]
-        if self.buffers is None or end > self.buffers[0].shape[2]:  # (a reorder keeps enough rows)
-            capacity = max(end, 2 * (self.buffers[0].shape[2] if self.buffers else 8))
-            rows = self.buffers[0].shape[0] if self.buffers else self.rows
-            buffers = self._allocate(key_states, rows, capacity)
+        capacity = self.buffers[0].shape[2] if self.buffers else 0
+        if end > capacity:
+            capacity = min(max(end, 2 * capacity or self.initial_capacity), max(end, self.max_length))
+            shape = (max(self.max_rows, self.rows), key_states.shape[1], capacity, key_states.shape[3])
+            buffers = (key_states.new_empty(shape), value_states.new_empty(shape))
             if self.length:
-                for new, old in zip(buffers, (self.keys, self.values)):
-                    new[: self.rows, :, : self.length] = old
-            self.buffers, self.spares = buffers, self._allocate(key_states, rows, capacity)
+                for new, old in zip(buffers, self.buffers):
+                    self._filled(new, self.rows).copy_(self._filled(old, self.rows))
+            self.buffers = buffers
         for buffer, states in zip(self.buffers, (key_states, value_states)):
             buffer[: self.rows, :, self.length : end] = states
         self.length = end
-        self.keys, self.values = (buffer[: self.rows, :, :end] for buffer in self.buffers)
+        self.keys, self.values = (self._filled(buffer, self.rows) for buffer in self.buffers)
         return self.keys, self.values
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         if not self.length:
             return
-        rows = beam_idx.shape[0]
-        if rows > self.spares[0].shape[0]:
-            self.spares = self._allocate(self.keys, rows, self.spares[0].shape[2])
-        for live, spare in zip(self.buffers, self.spares):  # whole rows: contiguous, one gather each
-            torch.index_select(live[: self.rows].flatten(1), 0, beam_idx, out=spare[:rows].flatten(1))
-        self.buffers, self.spares, self.rows = self.spares, self.buffers, rows
-        self.keys, self.values = (buffer[:rows, :, : self.length] for buffer in self.buffers)
+        rows = beam_idx.shape[0]  # at most `max_rows`: the search never keeps more than beam rows per input
+        reordered = self.spares.take(self.buffers)
+        for live, spare in zip(self.buffers, reordered):  # only the filled positions, gathered in place
+            torch.index_select(self._filled(live, self.rows), 0, beam_idx, out=self._filled(spare, rows))
+        self.spares.give(self.buffers)
+        self.buffers, self.rows = reordered, rows
+        self.keys, self.values = (self._filled(buffer, rows) for buffer in self.buffers)
 
 
 def vocab_chunks(lm_head):
@@ -115,7 +141,8 @@ def fairseq2_beam_search(
     seqs[:, :prompt_len] = prompt
     step_scores = torch.zeros(num_inputs, max_seq_len, dtype=torch.float32, device=device)
     memory = embeddings.unsqueeze(1)  # (N, 1, d)
-    layers = [BeamSearchCacheLayer() for _ in range(config.decoder_layers)]
+    spares = SpareBuffers()
+    layers = [BeamSearchCacheLayer(num_inputs * beam_size, max_seq_len, spares) for _ in range(config.decoder_layers)]
     cache = EncoderDecoderCache(Cache(layers=layers), DynamicCache())
 
     scratch: list[torch.Tensor] = []
