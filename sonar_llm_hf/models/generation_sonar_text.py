@@ -23,21 +23,21 @@ VOCAB_CHUNK = 16384
 
 
 class SpareBuffers:
-    """The one spare (keys, values) pair that all layers of a search take turns with: a layer gathers its reordered
-    beams into it and leaves its old pair as the spare of the next layer. A search so holds one spare pair, not one
-    per layer: half the cache's memory, and half the fresh pages to fault in."""
+    """The one spare (keys, values) pair per device that all layers of a search take turns with: a layer gathers its
+    reordered beams into it and leaves its old pair as the spare of the next layer. A search so holds one spare pair,
+    not one per layer: half the cache's memory, and half the fresh pages to fault in."""
 
     def __init__(self):
-        self.pair: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.pairs: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def take(self, like: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        pair, self.pair = self.pair, None
+        pair = self.pairs.pop(like[0].device, None)
         if pair is None or pair[0].shape != like[0].shape:  # the first reorder, or the cache grew
             pair = tuple(buffer.new_empty(buffer.shape) for buffer in like)
         return pair
 
     def give(self, pair: tuple[torch.Tensor, torch.Tensor]) -> None:
-        self.pair = pair
+        self.pairs[pair[0].device] = pair
 
 
 class BeamSearchCacheLayer(DynamicLayer):
@@ -86,6 +86,7 @@ class BeamSearchCacheLayer(DynamicLayer):
         if not self.length:
             return
         rows = beam_idx.shape[0]  # at most `max_rows`: the search never keeps more than beam rows per input
+        beam_idx = beam_idx.to(self.keys.device)  # `device_map` may put this layer on another device
         reordered = self.spares.take(self.buffers)
         for live, spare in zip(self.buffers, reordered):  # only the filled positions, gathered in place
             torch.index_select(self._filled(live, self.rows), 0, beam_idx, out=self._filled(spare, rows))
