@@ -12,7 +12,7 @@ import torch
 
 from sonar_llm_hf import SonarLLMForCausalSentenceModeling, quantize_sonar
 from sonar_llm_hf.demo import default_model_path
-from sonar_llm_hf.demo.story_world import generate_corpus
+from sonar_llm_hf.demo.story_world import distinct_sentences
 
 
 @torch.no_grad()
@@ -21,7 +21,7 @@ def main() -> None:
     int8 = quantize_sonar(SonarLLMForCausalSentenceModeling.from_pretrained(default_model_path()).eval())
     results = {}
     for seed in (0, 123):
-        sentences = list(dict.fromkeys(s for story in generate_corpus(400, seed=seed) for s in story))[:400]
+        sentences = distinct_sentences(400, seed=seed, limit=400)
         out = {}
         for name, model in (("fp32", fp32), ("int8", int8)):
             out[name + "_embeddings"] = model.sonar_encoder.encode(sentences)

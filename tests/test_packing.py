@@ -1,30 +1,28 @@
 """`pack_sonar`: exact fp32 inference with oneDNN-packed weights, on the packaged demo model; refusals that keep it
 from being trained, saved or transformed twice."""
 
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-import sonar_llm_hf
 from sonar_llm_hf import SonarLLMForCausalSentenceModeling, pack_sonar, quantize_sonar, unpack_sonar
-from sonar_llm_hf.demo.story_world import generate_corpus
+from sonar_llm_hf.demo import PACKAGED_DEMO
+from sonar_llm_hf.demo.story_world import distinct_sentences
 from sonar_llm_hf.packing import PackedLinear
 
-DEMO = Path(sonar_llm_hf.__file__).parent / "demo" / "demo_model"
 
 
 @pytest.fixture(scope="module")
 def demo_pair():
-    plain = SonarLLMForCausalSentenceModeling.from_pretrained(DEMO).eval()
-    packed = pack_sonar(SonarLLMForCausalSentenceModeling.from_pretrained(DEMO).eval())
+    plain = SonarLLMForCausalSentenceModeling.from_pretrained(PACKAGED_DEMO).eval()
+    packed = pack_sonar(SonarLLMForCausalSentenceModeling.from_pretrained(PACKAGED_DEMO).eval())
     return plain, packed
 
 
 def test_packed_sonar_gives_the_same_embeddings_sentences_and_documents(demo_pair):
     plain, packed = demo_pair
-    sentences = list(dict.fromkeys(s for story in generate_corpus(60, seed=3) for s in story))[:60]
+    sentences = distinct_sentences(60, seed=3, limit=60)
     embeddings = plain.sonar_encoder.encode(sentences)
     torch.testing.assert_close(packed.sonar_encoder.encode(sentences), embeddings, rtol=0, atol=1e-5)
     torch.testing.assert_close(packed.sonar_encoder.encode(sentences[:1]), embeddings[:1], rtol=0, atol=1e-5)
@@ -58,7 +56,7 @@ def test_packed_model_refuses_saving_training_and_a_second_transform(demo_pair, 
 
 
 def test_quantized_model_refuses_saving_and_packing(tmp_path):
-    model = quantize_sonar(SonarLLMForCausalSentenceModeling.from_pretrained(DEMO).eval())
+    model = quantize_sonar(SonarLLMForCausalSentenceModeling.from_pretrained(PACKAGED_DEMO).eval())
     with pytest.raises(ValueError, match="already quantized"):
         pack_sonar(model)
     with pytest.raises(ValueError, match="quantized int8"):
@@ -66,7 +64,7 @@ def test_quantized_model_refuses_saving_and_packing(tmp_path):
 
 
 def test_packing_refuses_non_fp32_models():
-    model = SonarLLMForCausalSentenceModeling.from_pretrained(DEMO).eval()
+    model = SonarLLMForCausalSentenceModeling.from_pretrained(PACKAGED_DEMO).eval()
     with pytest.raises(ValueError, match="fp32"):
         pack_sonar(model.sonar_encoder.to(torch.bfloat16))
     with pytest.raises(TypeError, match="pack_sonar takes"):
@@ -74,8 +72,8 @@ def test_packing_refuses_non_fp32_models():
 
 
 def test_unpacking_gives_back_the_same_trainable_savable_model(tmp_path):
-    plain = SonarLLMForCausalSentenceModeling.from_pretrained(DEMO).eval()
-    model = unpack_sonar(pack_sonar(SonarLLMForCausalSentenceModeling.from_pretrained(DEMO).eval()))
+    plain = SonarLLMForCausalSentenceModeling.from_pretrained(PACKAGED_DEMO).eval()
+    model = unpack_sonar(pack_sonar(SonarLLMForCausalSentenceModeling.from_pretrained(PACKAGED_DEMO).eval()))
     state, original = model.state_dict(), plain.state_dict()
     assert state.keys() == original.keys() and all(torch.equal(state[k], original[k]) for k in original)
     assert {n: p.requires_grad for n, p in model.named_parameters()} == {n: p.requires_grad for n, p in plain.named_parameters()}

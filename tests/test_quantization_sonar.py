@@ -4,28 +4,26 @@ Quality bar (approximate path): at least 95% of decoded sentences identical to f
 sentences at least 0.99. Speed is a benchmark row (benchmarks/bench_fairseq2.py --int8), not a test.
 """
 
-from pathlib import Path
 
 import pytest
 import torch
 
-import sonar_llm_hf
 from sonar_llm_hf import SonarLLMForCausalSentenceModeling, quantize_sonar
-from sonar_llm_hf.demo.story_world import generate_corpus
+from sonar_llm_hf.demo import PACKAGED_DEMO
+from sonar_llm_hf.demo.story_world import distinct_sentences
 
-DEMO = Path(sonar_llm_hf.__file__).parent / "demo" / "demo_model"
 
 
 @pytest.fixture(scope="module")
 def demo_pair():
-    fp32 = SonarLLMForCausalSentenceModeling.from_pretrained(DEMO).eval()
-    int8 = quantize_sonar(SonarLLMForCausalSentenceModeling.from_pretrained(DEMO).eval())
+    fp32 = SonarLLMForCausalSentenceModeling.from_pretrained(PACKAGED_DEMO).eval()
+    int8 = quantize_sonar(SonarLLMForCausalSentenceModeling.from_pretrained(PACKAGED_DEMO).eval())
     return fp32, int8
 
 
 def test_int8_round_trip_matches_fp32_on_story_sentences(demo_pair):
     fp32, int8 = demo_pair
-    sentences = list(dict.fromkeys(s for story in generate_corpus(200, seed=0) for s in story))[:150]
+    sentences = distinct_sentences(200, seed=0, limit=150)
     decoded = {}
     for name, model in (("fp32", fp32), ("int8", int8)):
         embeddings = model.sonar_encoder.encode(sentences)
@@ -47,7 +45,7 @@ def test_int8_decoder_serves_transformers_generate_and_refuses_twice(demo_pair):
 
 
 def test_int8_refuses_non_fp32_models():
-    model = SonarLLMForCausalSentenceModeling.from_pretrained(DEMO).eval()
+    model = SonarLLMForCausalSentenceModeling.from_pretrained(PACKAGED_DEMO).eval()
     with pytest.raises(ValueError, match="fp32"):
         quantize_sonar(model.sonar_encoder.to(torch.bfloat16))
     with pytest.raises(TypeError, match="SonarTextEncoder"):

@@ -104,6 +104,12 @@ def iter_sentences(stories):
         yield from story
 
 
+def distinct_sentences(num_stories: int, seed: int, limit: int) -> list[str]:
+    """The first `limit` distinct sentences of `generate_corpus(num_stories, seed)`, in order: a fixed set of
+    sentences to compare two versions of a model on (fp32 against int8 or packed)."""
+    return list(dict.fromkeys(iter_sentences(generate_corpus(num_stories, seed=seed))))[:limit]
+
+
 if __name__ == "__main__":
     corpus = generate_corpus(20000)
     sentences = list(iter_sentences(corpus))
