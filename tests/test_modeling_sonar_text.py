@@ -246,3 +246,23 @@ def test_onednn_products_keep_every_decoding_mode(tiny_sonar_decoder, tiny_sonar
     torch.manual_seed(0)
     slow = tiny_sonar_decoder.decode(embeddings, max_length=12, return_token_ids=True, fast_cpu_kernels=False, **settings)
     assert fast == slow
+
+
+def test_decode_scores_are_exact_when_logits_span_past_the_exp_floor(tiny_sonar_decoder, tiny_sonar_encoder):
+    """The floor that keeps `exp` off its slow path changes no score: a step whose logits span hundreds (most ids
+    below the floor) scores as fairseq2's full `log_softmax` does."""
+    from sonar_llm_hf.models.generation_sonar_text import EXP_FLOOR, fairseq2_beam_search
+
+    decoder = copy.deepcopy(tiny_sonar_decoder)
+    with torch.no_grad():
+        decoder.decoder.layer_norm.weight.mul_(1000.0)
+    embeddings = tiny_sonar_encoder.encode(SENTENCES)
+    prompt = decoder.decoder_prompt(len(embeddings), "eng_Latn")
+    with torch.no_grad():
+        logits = decoder(sentence_embeddings=embeddings, decoder_input_ids=prompt).logits[:, -1]
+    shifted = logits - logits.amax(-1, keepdim=True)
+    assert (shifted < EXP_FLOOR).float().mean() > 0.5  # the premise: most ids are below the floor
+    reference = fairseq2_beam_search(decoder, embeddings, prompt, max_length=10, prune_rows=False)
+    floored = fairseq2_beam_search(decoder, embeddings, prompt, max_length=10)
+    assert floored[0] == reference[0]
+    torch.testing.assert_close(torch.tensor(floored[1]), torch.tensor(reference[1]), rtol=1e-6, atol=1e-5)

@@ -21,6 +21,12 @@ from .validation_sonar import check_decoder_positions
 # while it is reduced, instead of writing and re-reading 80 MB of logits.
 VOCAB_CHUNK = 16384
 
+# Shifted logits are raised to this floor before `exp`. torch's vectorised CPU `exp` takes a slow path, 10-40x
+# slower, for inputs below log(FLT_MIN) = -87.34 (results subnormal or zero), so every id of a step whose logits span
+# more than 87 would pay it; `log_softmax`, fairseq2's route, has no such path. exp(-87) = 1.6e-38: even all 256k
+# terms add < 5e-33 to a sum that is at least 1 (the largest term), so the fp32 sum is the same.
+EXP_FLOOR = -87.0
+
 
 class SpareBuffers:
     """The one spare (keys, values) pair per device that all layers of a search take turns with: a layer gathers its
@@ -181,7 +187,7 @@ def fairseq2_beam_search(
             top = logits.amax(-1, keepdim=True)
             maxes.append(top)
             shifted = torch.sub(logits, top, out=scratch_like(logits))
-            sums.append(shifted.exp_().sum(-1, keepdim=True))
+            sums.append(shifted.clamp_min_(EXP_FLOOR).exp_().sum(-1, keepdim=True))
             if forced is None:
                 adjust(logits, start)
                 value, index = torch.topk(logits, k=min(k, logits.shape[1]), dim=-1)
