@@ -18,6 +18,8 @@ weights). Rows:
   `--inputs` at once, against `SonarTextDecoder.decode`;
 - SONAR encode of `--inputs` sentences of about 26 tokens: `TextToEmbeddingModelPipeline.predict` one at a time
   and all at once, against `SonarTextEncoder.encode` (median of `--encode-repeats` passes on both sides);
+  the decode of `--inputs` at once is the median of `--decode-repeats` passes on both sides (one pass of either
+  side varied by up to 17% between runs);
 - generation: FusionBrainLab/SONAR-LLM's `generate.py` loop on fairseq2's pipelines, one prompt at a time, timed on
   `--reference-prompts` prompts (its cost is linear in prompts: N prompts cost N x its mean), against
   `model.generate` on 1 and `--prompts` prompts.
@@ -156,7 +158,8 @@ def restatement_side(args, spec: dict, work: Path):
     inputs = baseline["encode_bn"][: spec["decode_inputs"]]
     single, baseline["decode_b1_s"] = timed(lambda: [beam_search(inputs[i : i + 1]) for i in range(spec["decode_b1_inputs"])])
     baseline["decode_b1_ids"], baseline["decode_b1_scores"] = [s[0][0] for s in single], [s[1][0] for s in single]
-    (baseline["decode_bn_ids"], baseline["decode_bn_scores"]), baseline["decode_bn_s"] = timed(lambda: beam_search(inputs))
+    (baseline["decode_bn_ids"], baseline["decode_bn_scores"]), baseline["decode_bn_s"] = timed(lambda: beam_search(inputs),
+                                                                                         spec["decode_repeats"])  # fmt: skip
     baseline["decode_inputs"] = inputs
     baseline["generate_texts"], baseline["generate_s_per_prompt"] = [], []
     for prompt in spec["prompts"][: spec["reference_prompts"]]:
@@ -182,7 +185,8 @@ def ours_side(spec: dict, model, inputs: torch.Tensor, sonar_only: bool = False)
     single, results["decode_b1_s"] = timed(lambda: [decoder.decode(inputs[i : i + 1], **decode)[1][0]
                                                     for i in range(spec["decode_b1_inputs"])])  # fmt: skip
     results["decode_b1_ids"] = single
-    (_, results["decode_bn_ids"]), results["decode_bn_s"] = timed(lambda: decoder.decode(inputs, batch_size=len(inputs), **decode))
+    (_, results["decode_bn_ids"]), results["decode_bn_s"] = timed(lambda: decoder.decode(inputs, batch_size=len(inputs), **decode),
+                                                                     spec["decode_repeats"])  # fmt: skip
     if sonar_only:
         return results
     options = dict(max_new_sentences=spec["sentences"], eos_threshold=1.0, num_beams=beam, max_length=max_length)
@@ -236,6 +240,7 @@ def main() -> None:
     parser.add_argument("--reference-prompts", type=int, default=2)
     parser.add_argument("--sentences", type=int, default=4, help="sentences generated per prompt")
     parser.add_argument("--encode-repeats", type=int, default=3, help="encode rows: median of this many passes")
+    parser.add_argument("--decode-repeats", type=int, default=3, help="decode of --inputs at once: median of this many passes")
     parser.add_argument("--int8", action="store_true", help="also time our int8 SONAR (quantize_sonar, approximate)")
     parser.add_argument("--packed", action="store_true", help="also time our oneDNN-packed fp32 SONAR (pack_sonar, exact)")
     parser.add_argument("--work", help="keep the models and fairseq2's results here (default: a temporary folder)")
@@ -248,7 +253,7 @@ def main() -> None:
         sys.exit("No reference env: build it with ../shared/tools/reference-env.sh refenv, or pass --reference-python.")
     if args.quick:
         args.inputs, args.decode_b1_inputs, args.tokens, args.prompts, args.reference_prompts, args.sentences = 4, 2, 6, 3, 2, 2
-        args.encode_repeats = 1
+        args.encode_repeats = args.decode_repeats = 1
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     from sonar_llm_hf import SONAR_LANGUAGES, build_sonar_tokenizer
@@ -269,7 +274,8 @@ def main() -> None:
                     llama_config={**LLAMA_COMMON, **size["llama"]}, seed=0, threads=args.threads, num_beams=args.num_beams,
                     tokens=args.tokens, encode_texts=texts, decode_inputs=args.inputs,
                     decode_b1_inputs=args.decode_b1_inputs, prompts=prompts, reference_prompts=args.reference_prompts,
-                    sentences=args.sentences, encode_repeats=args.encode_repeats, eos_threshold=1.01, eos_sentence="End of sequence.",
+                    sentences=args.sentences, encode_repeats=args.encode_repeats,
+                    decode_repeats=args.decode_repeats, eos_threshold=1.01, eos_sentence="End of sequence.",
                     languages=list(SONAR_LANGUAGES))  # fmt: skip
         if args.reuse:
             baseline, model = load_fairseq2_side(spec, work)

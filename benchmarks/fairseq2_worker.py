@@ -171,7 +171,8 @@ def main(spec_path: str) -> None:
     single, results["decode_b1_s"] = timed(lambda: [beam_search(decoder, tokenizer, inputs[i : i + 1], beam, max_seq_len) for i in range(one)])
     results["decode_b1_ids"] = [ids[0] for ids, _ in single]
     results["decode_b1_scores"] = [scores[0] for _, scores in single]
-    (ids, scores), results["decode_bn_s"] = timed(lambda: beam_search(decoder, tokenizer, inputs, beam, max_seq_len))
+    (ids, scores), results["decode_bn_s"] = timed(lambda: beam_search(decoder, tokenizer, inputs, beam, max_seq_len),
+                                             spec["decode_repeats"])  # fmt: skip
     results["decode_bn_ids"], results["decode_bn_scores"] = ids, scores
 
     # 4. the reference generation loop, one prompt at a time
