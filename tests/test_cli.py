@@ -4,6 +4,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+import torch
+
+from sonar_llm_hf.cli import prepare_for_inference
+from sonar_llm_hf.packing import PackedLinear
+
 
 def run_cli(*args, env_extra=None, timeout=300):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env_extra or {})}
@@ -19,6 +25,28 @@ def test_generate_streams_sentences_from_a_folder(tiny_sonar_llm_dir, sonar_llm)
     assert result.returncode == 0, result.stderr
     expected = sonar_llm.generate(prompt, num_beams=1, max_new_sentences=2).sentences[0]
     assert result.stdout.splitlines() == expected
+
+
+@pytest.mark.parametrize("pack_option", [[], ["--no-pack"]])
+def test_beam_generation_is_the_plain_models_packed_or_not(tiny_sonar_llm_dir, sonar_llm, pack_option):
+    """By default the command packs SONAR's weights (exact): its beam-search sentences are the plain model's."""
+    prompt = "The cat sat on the mat. It was happy."
+    result = run_cli("generate", prompt, "--model", str(tiny_sonar_llm_dir), "--max-new-sentences", "3", "--quiet",
+                     *pack_option)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == sonar_llm.generate(prompt, max_new_sentences=3).sentences[0]
+
+
+def test_inference_preparation_packs_only_fp32_cpu_sonar(sonar_llm):
+    def packed_layers(model):
+        return sum(isinstance(m, PackedLinear) for m in model.modules())
+
+    plain_layers = sum(isinstance(m, torch.nn.Linear) for m in sonar_llm.sonar_encoder.encoder.modules())
+    assert packed_layers(prepare_for_inference(sonar_llm, pack=False)) == 0
+    model = prepare_for_inference(sonar_llm)
+    assert not model.training and model.sonar_encoder.packed == model.sonar_decoder.packed == "onednn"
+    assert packed_layers(model.sonar_encoder) == plain_layers
+    assert packed_layers(prepare_for_inference(sonar_llm.__class__(sonar_llm.config).to(torch.bfloat16))) == 0
 
 
 def test_several_prompts_are_labelled(tiny_sonar_llm_dir):
