@@ -49,3 +49,12 @@ def test_bench_fairseq2_quick():
     packed = results["packed"]  # exact: the same outputs again
     assert packed["decode_bn_same_ids"] == 4 and packed["encode_max_abs_diff"] < 1e-5 and packed["generate_same_texts"] == 2
     assert results["int8"]["encode_bn_min_cosine"] > 0.9 and results["int8"]["decode_bn"]["speedup"] > 0
+
+
+def test_bench_exp_floor_quick():
+    stdout, results = run("bench_exp_floor.py")
+    assert "| logit spread (std) |" in stdout
+    narrow, wide = results["std_3"], results["std_40"]
+    assert narrow["share_below_floor"] == 0 and wide["share_below_floor"] > 0.5  # the two regimes it compares
+    assert narrow["same_sums"] and wide["same_sums"]  # the floor changes no sum
+    assert all(row[key] > 0 for row in (narrow, wide) for key in ("exp_ms", "floor_exp_ms", "log_softmax_ms"))
