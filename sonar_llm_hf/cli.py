@@ -17,13 +17,11 @@ import sys
 def prepare_for_inference(model, pack: bool = True):
     """`model` in eval mode, its SONAR layers packed for oneDNN where that is exact and faster (fp32 on CPU); a
     command that only generates never trains or saves the model, which is all that packing gives up."""
-    import torch
-
+    from .models.onednn_linear import onednn_applies
     from .packing import pack_sonar
 
     model.eval()
-    weight = next(model.parameters())
-    if pack and weight.device.type == "cpu" and weight.dtype == torch.float32 and torch.backends.mkldnn.is_available():
+    if pack and onednn_applies(model):
         pack_sonar(model)
     return model
 
