@@ -1,7 +1,7 @@
 """Speed against the real fairseq2: Meta's SONAR and the reference SONAR-LLM loop beside ours, same weights and inputs.
 
     python benchmarks/bench_fairseq2.py                 # full-size SONAR + 100M backbone, fp32, 2 threads (~15 min)
-    python benchmarks/bench_fairseq2.py --packed        # adds our exact oneDNN-packed rows (pack_sonar), all compared
+    python benchmarks/bench_fairseq2.py --packed        # adds our exact oneDNN-packed rows (kernels='packed'), all compared
     python benchmarks/bench_fairseq2.py --int8          # adds our opt-in int8 rows (approximate, see BENCHMARKS.md)
     python benchmarks/bench_fairseq2.py --quick         # tiny sizes, seconds, no reference env (CI)
 
@@ -286,20 +286,22 @@ def main() -> None:
         else:
             baseline, model = restatement_side(args, spec, work)
             kind = "restatement"
+        from sonar_llm_hf.speed import prepare_for_inference
+
         inputs = baseline["decode_inputs"]
-        ours = ours_side(spec, model, inputs)
+        ours = ours_side(spec, prepare_for_inference(model, kernels="onednn"), inputs)  # the CLI's --no-pack
         row = compare(spec, baseline, ours)
         if args.packed:  # exact: every row, generation included, and outputs compared with fairseq2's
-            from sonar_llm_hf import SonarLLMForCausalSentenceModeling, pack_sonar
+            from sonar_llm_hf import SonarLLMForCausalSentenceModeling
 
             model = None  # one full-size model in memory at a time
-            model = pack_sonar(SonarLLMForCausalSentenceModeling.from_pretrained(work / "llm").eval())
+            model = prepare_for_inference(SonarLLMForCausalSentenceModeling.from_pretrained(work / "llm"), "packed")
             row["packed"] = compare(spec, baseline, ours_side(spec, model, inputs))
         if args.int8:
-            from sonar_llm_hf import SonarLLMForCausalSentenceModeling, quantize_sonar
+            from sonar_llm_hf import SonarLLMForCausalSentenceModeling
 
             model = None
-            model = quantize_sonar(SonarLLMForCausalSentenceModeling.from_pretrained(work / "llm").eval())
+            model = prepare_for_inference(SonarLLMForCausalSentenceModeling.from_pretrained(work / "llm"), "int8")
             int8 = ours_side(spec, model, inputs, sonar_only=True)
             row["int8"] = {k: {"ours_fp32_s": ours[f"{k}_s"], "int8_s": int8[f"{k}_s"], "speedup": ours[f"{k}_s"] / int8[f"{k}_s"]}
                            for k in ("encode_b1", "encode_bn", "decode_b1", "decode_bn")}  # fmt: skip

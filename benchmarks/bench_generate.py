@@ -26,6 +26,7 @@ from common import (
     matmul_gflops,
 )
 from sonar_llm_hf.demo.story_world import generate_corpus
+from sonar_llm_hf.speed import prepare_for_inference
 from sonar_llm_hf.testing.reference import reference_generate
 
 
@@ -60,6 +61,7 @@ def main() -> None:
     reference_per_sentence = reference_time / reference_sentences
 
     # (b) ours: all prompts in one call, KV cache; decode and encode instrumented
+    prepare_for_inference(model, kernels="onednn")  # ours as the CLI runs it with --no-pack
     model.generate(prompts[:2], max_new_sentences=1, eos_threshold=1.0, **decode)  # warm-up
     totals: dict[str, float] = {}
     instrument(model, totals)

@@ -6,6 +6,7 @@ Layout (the folders are the design):
 - `training/`: the `datasets` pipeline, the collator, LoRA helpers;
 - `evaluation/`: the paper's evaluation protocol;
 - `demo/`: the story world and the packaged offline demo model;
+- `speed/`: the optional CPU speed paths (oneDNN, packed weights, padding-free encoding, int8), one entry point;
 - `testing/`: tiny real components and the reference restatement for tests and benchmarks.
 
 Importing the package registers the Auto classes, so `AutoConfig`/`AutoModel.from_pretrained(folder)` work without
@@ -22,10 +23,9 @@ from .models.generation_sonar_llm import PrintSentenceStreamer, SentenceStreamer
 from .models.modeling_sonar_llm import SonarLLMForCausalSentenceModeling, SonarLLMOutput
 from .models.modeling_sonar_text import SonarTextDecoder, SonarTextEncoder
 from .models.pipeline_sonar_llm import PACKAGE_TASK, SonarLLMSentencePipeline
-from .packing import pack_sonar, unpack_sonar
-from .quantization import quantize_sonar
 from .models.splitting_sonar_llm import split_sentences
 from .models.tokenization_sonar import SONAR_LANGUAGES, check_language
+from .speed import pack_sonar, prepare_for_inference, quantize_sonar, unpack_sonar
 from .training.data import SonarLLMDataCollator, prepare_dataset, split_documents
 
 AutoConfig.register(SonarTextEncoderConfig.model_type, SonarTextEncoderConfig, exist_ok=True)
@@ -62,6 +62,7 @@ __all__ = [
     "check_language",
     "llama_preset",
     "prepare_dataset",
+    "prepare_for_inference",
     "quantize_sonar",
     "pack_sonar",
     "unpack_sonar",

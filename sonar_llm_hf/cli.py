@@ -5,7 +5,7 @@
 
 Sentences are printed as soon as they are decoded. Without `--model` the offline demo model is used (see
 `sonar_llm_hf.demo`): a miniature trained here to show the method, not a language model. On CPU in fp32, `generate`
-packs SONAR's layer weights for oneDNN first (`pack_sonar`: exact, same memory, faster; `--no-pack` keeps them plain).
+packs SONAR's layer weights for oneDNN first (`sonar_llm_hf.speed`: exact, same memory, faster; `--kernels` chooses).
 """
 
 from __future__ import annotations
@@ -14,30 +14,19 @@ import argparse
 import sys
 
 
-def prepare_for_inference(model, pack: bool = True):
-    """`model` in eval mode, its SONAR layers packed for oneDNN where that is exact and faster (fp32 on CPU); a
-    command that only generates never trains or saves the model, which is all that packing gives up."""
-    from .models.onednn_linear import onednn_applies
-    from .packing import pack_sonar
-
-    model.eval()
-    if pack and onednn_applies(model):
-        pack_sonar(model)
-    return model
-
-
 def _generate(args: argparse.Namespace) -> int:
     import torch
     from transformers import AutoModel
 
     from . import PrintSentenceStreamer
+    from .speed import prepare_for_inference
     from .demo import default_model_path
 
     path = args.model or default_model_path(verbose=True)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
     model = AutoModel.from_pretrained(path, dtype=dtype, trust_remote_code=args.trust_remote_code)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    prepare_for_inference(model.to(device), pack=args.pack)
+    prepare_for_inference(model.to(device), kernels=args.kernels)
     prompts = args.prompt
     streamer = PrintSentenceStreamer(num_prompts=len(prompts))
     if not args.quiet:
@@ -79,8 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", default=None)
     gen.add_argument("--trust-remote-code", action="store_true", help="use the folder's code instead of the package")
     gen.add_argument("--quiet", action="store_true", help="print only the generated sentences")
-    gen.add_argument("--no-pack", dest="pack", action="store_false",
-                     help="keep SONAR's plain layers on CPU (by default fp32 weights are packed for oneDNN: exact, faster)")
+    gen.add_argument("--kernels", choices=["plain", "onednn", "packed", "int8"], default="packed",
+                     help="SONAR speed path (sonar_llm_hf.speed): packed oneDNN weights by default on fp32 CPU (exact); "
+                     "int8 is approximate")
+    gen.add_argument("--no-pack", dest="kernels", action="store_const", const="onednn",
+                     help="keep SONAR's layer weights plain (same as --kernels onednn)")
     gen.set_defaults(func=_generate)
     from .evaluation.evaluate import add_evaluate_arguments, run_evaluate
 

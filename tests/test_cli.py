@@ -7,8 +7,6 @@ import sys
 import pytest
 import torch
 
-from sonar_llm_hf.cli import prepare_for_inference
-from sonar_llm_hf.packing import PackedLinear
 
 
 def run_cli(*args, env_extra=None, timeout=300):
@@ -35,18 +33,6 @@ def test_beam_generation_is_the_plain_models_packed_or_not(tiny_sonar_llm_dir, s
                      *pack_option)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == sonar_llm.generate(prompt, max_new_sentences=3).sentences[0]
-
-
-def test_inference_preparation_packs_only_fp32_cpu_sonar(sonar_llm):
-    def packed_layers(model):
-        return sum(isinstance(m, PackedLinear) for m in model.modules())
-
-    plain_layers = sum(isinstance(m, torch.nn.Linear) for m in sonar_llm.sonar_encoder.encoder.modules())
-    assert packed_layers(prepare_for_inference(sonar_llm, pack=False)) == 0
-    model = prepare_for_inference(sonar_llm)
-    assert not model.training and model.sonar_encoder.packed == model.sonar_decoder.packed == "onednn"
-    assert packed_layers(model.sonar_encoder) == plain_layers
-    assert packed_layers(prepare_for_inference(sonar_llm.__class__(sonar_llm.config).to(torch.bfloat16))) == 0
 
 
 def test_several_prompts_are_labelled(tiny_sonar_llm_dir):

@@ -9,7 +9,7 @@ from torch import nn
 from sonar_llm_hf import SonarLLMForCausalSentenceModeling, pack_sonar, quantize_sonar, unpack_sonar
 from sonar_llm_hf.demo import PACKAGED_DEMO
 from sonar_llm_hf.demo.story_world import distinct_sentences
-from sonar_llm_hf.packing import PackedLinear
+from sonar_llm_hf.speed.packing import PackedLinear
 
 
 

@@ -32,10 +32,8 @@ from transformers.models.m2m_100.modeling_m2m_100 import (
 from transformers.utils import can_return_tuple, logging
 
 from .configuration_sonar_text import SonarTextDecoderConfig, SonarTextEncoderConfig
-from .generation_sonar_text import fairseq2_beam_search
+from .generation_sonar_text import SonarDecodingSettings, fairseq2_beam_search
 from .loading_sonar import SonarTokenizerMixin, execution_device
-from .onednn_linear import onednn_linears
-from .packed_encoding_sonar import packed_encoder_states, packed_encoding_applies
 from .tokenization_sonar import (
     check_language,
     decode_ids,
@@ -147,7 +145,6 @@ class SonarTextEncoder(SonarTextPreTrainedModel):
         tokenizer=None,
         progress_bar: bool | None = None,
         max_length: int | None = None,
-        fast_cpu_kernels: bool = True,
         truncation: bool = True,
     ) -> torch.Tensor:
         """Embed sentences, returning (N, d) in input order.
@@ -155,18 +152,14 @@ class SonarTextEncoder(SonarTextPreTrainedModel):
         Texts are sorted by token length and batched so that padding stays small; `progress_bar=None` shows a bar
         only for inputs of more than 10 batches. Texts over `max_length` tokens (the encoder's positions) are
         truncated with `</s>` kept, with one warning per call counting the tokens dropped; `truncation=False`
-        raises instead.
-        On CPU in fp32 the matrix products use oneDNN (`fast_cpu_kernels`, see `onednn_linear.py`): the same sums
-        in another order, about twice torch's default speed for the few rows of one sentence. Batches skip the
-        work on their padding (`packed_encoding_sonar.py`).
+        raises instead. For CPU speed, `sonar_llm_hf.speed.prepare_for_inference(model)` first.
         """
         tokenizer = self._tokenizer_or_raise(tokenizer)
         texts = validate_texts(texts)
         lang = check_language(lang)
         max_length = check_encoder_length(max_length, self.config.max_position_embeddings)
         token_ids = encode_source(tokenizer, texts, lang, max_length=max_length, truncation=truncation)
-        return self.encode_token_ids(token_ids, batch_size=batch_size, progress_bar=progress_bar,
-                                     fast_cpu_kernels=fast_cpu_kernels)  # fmt: skip
+        return self.encode_token_ids(token_ids, batch_size=batch_size, progress_bar=progress_bar)
 
     @torch.no_grad()
     def encode_token_ids(
@@ -174,7 +167,6 @@ class SonarTextEncoder(SonarTextPreTrainedModel):
         token_ids: Sequence[Sequence[int]],
         batch_size: int = 32,
         progress_bar: bool | None = None,
-        fast_cpu_kernels: bool = True,
     ) -> torch.Tensor:
         """Embed already tokenized sentences (`[lang] pieces </s>`), batching them by length."""
         device = execution_device(self)
@@ -191,11 +183,7 @@ class SonarTextEncoder(SonarTextPreTrainedModel):
                 ids[row, : len(token_ids[i])] = torch.tensor(token_ids[i])
                 mask[row, : len(token_ids[i])] = 1
             ids, mask = ids.to(device), mask.to(device)
-            with onednn_linears(self, enabled=fast_cpu_kernels):
-                if packed_encoding_applies(self.encoder):  # the same states, without computing on padding
-                    pooled = masked_mean_pool(packed_encoder_states(self.encoder, ids, mask), mask)
-                else:
-                    pooled = self(input_ids=ids, attention_mask=mask, return_dict=True).pooler_output
+            pooled = self(input_ids=ids, attention_mask=mask, return_dict=True).pooler_output
             result[torch.tensor(batch, device=device)] = pooled.to(device)  # the last layer may sit elsewhere
         return result
 
@@ -390,33 +378,25 @@ class SonarTextDecoder(SonarTextPreTrainedModel, GenerationMixin):
         self,
         embeddings: torch.Tensor,
         lang: str = "eng_Latn",
-        num_beams: int = 5,
-        max_length: int = 256,
-        batch_size: int = 32,
+        settings: SonarDecodingSettings | None = None,
         tokenizer=None,
-        do_sample: bool = False,
-        beam_search: str = "fairseq2",
         return_token_ids: bool = False,
         progress_bar: bool | None = None,
-        fast_cpu_kernels: bool = True,
-        **generate_kwargs,
+        **options,
     ) -> list[str] | tuple[list[str], list[list[int]]]:
         """Decode (N, d) embeddings into N sentences in `lang`.
 
-        Defaults follow SONAR's `EmbeddingToTextModelPipeline` as SONAR-LLM calls it: beam 5 with fairseq2's own
-        search and scoring (`beam_search="fairseq2"`, see `generation_sonar_text.py`; `"transformers"` uses
-        `generate`), length penalty 1, `max_length` positions counting the `[</s>, lang]` prompt, `</s>` forced at
-        the last one. Greedy decoding and sampling (`do_sample=True`, `temperature`, `top_p`, ...) use
-        `generate`. Ids the tokenizer cannot turn into text (padding, `<mask>`, rows past its vocabulary) are never
-        generated. With `return_token_ids=True`, also returns the generated ids after the prompt. On CPU in fp32 the
-        matrix products use oneDNN (`fast_cpu_kernels`, see `onednn_linear.py`): same sums in another order, faster
-        for the few rows of a beam search.
+        `settings` (a `SonarDecodingSettings`) and `options` (its fields by name, e.g. `num_beams=1`, and any
+        other option of transformers' `generate`, e.g. `top_p=0.9`) say how; the defaults follow SONAR's
+        `EmbeddingToTextModelPipeline` as SONAR-LLM calls it: beam 5 with fairseq2's own search and scoring
+        (`generation_sonar_text.py`), length penalty 1, `max_length` positions counting the `[</s>, lang]` prompt,
+        `</s>` forced at the last one. Greedy decoding and sampling use `generate`. Ids the tokenizer cannot turn
+        into text (padding, `<mask>`, rows past its vocabulary) are never generated. With `return_token_ids=True`,
+        also returns the generated ids after the prompt. For CPU speed, `sonar_llm_hf.speed.prepare_for_inference`.
         """
         tokenizer = self._tokenizer_or_raise(tokenizer)
-        if beam_search not in ("fairseq2", "transformers"):
-            raise ValueError(f"`beam_search` must be 'fairseq2' or 'transformers', got {beam_search!r}.")
-        check_decoding(num_beams, max_length, self.config.max_position_embeddings, batch_size, do_sample,
-                       **generate_kwargs)  # fmt: skip
+        settings = SonarDecodingSettings.build(settings, **options)
+        settings.validate(self.config.max_position_embeddings)
         if isinstance(embeddings, torch.Tensor) and embeddings.dim() == 1:
             embeddings = embeddings.unsqueeze(0)
         check_sentence_embeddings(embeddings, self.config.d_model, name="embeddings")
@@ -424,43 +404,44 @@ class SonarTextDecoder(SonarTextPreTrainedModel, GenerationMixin):
             raise ValueError(f"`embeddings` must have shape (N, {self.config.d_model}), got {tuple(embeddings.shape)}.")
         embeddings = embeddings.to(device=execution_device(self), dtype=self.dtype)
         suppress = suppressed_token_ids(tokenizer, self.config.vocab_size)
-        use_fairseq2 = num_beams > 1 and not do_sample and beam_search == "fairseq2"
-        if use_fairseq2 and generate_kwargs:
-            raise TypeError(f"Options {sorted(generate_kwargs)} need `beam_search='transformers'`.")
-        settings = dict(
-            num_beams=num_beams,
-            do_sample=do_sample,
-            max_length=max_length,  # checked against the decoder's positions above
-            length_penalty=1.0,
-            early_stopping=True if num_beams > 1 else None,
-            no_repeat_ngram_size=0,
-            suppress_tokens=suppress,
-            pad_token_id=self.config.pad_token_id,
-            eos_token_id=self.config.eos_token_id,
-            decoder_start_token_id=self.config.decoder_start_token_id,
-            forced_bos_token_id=None,
-            forced_eos_token_id=self.config.eos_token_id,  # fairseq2 ends every hypothesis at the last position
-        )
-        settings.update(generate_kwargs)
         texts, generated = [], []
-        batches = range(0, embeddings.shape[0], batch_size)
+        batches = range(0, embeddings.shape[0], settings.batch_size)
         if progress_bar is None:
             progress_bar = len(batches) > 10
         for start in logging.tqdm(batches, desc="SONAR decode", disable=not progress_bar):
-            chunk = embeddings[start : start + batch_size]
+            chunk = embeddings[start : start + settings.batch_size]
             prompt = self.decoder_prompt(chunk.shape[0], lang, tokenizer)
-            with onednn_linears(self, enabled=fast_cpu_kernels):
-                if use_fairseq2:
-                    new_tokens, _ = fairseq2_beam_search(
-                        self, chunk, prompt, beam_size=num_beams, max_length=max_length, suppress_ids=suppress
-                    )
-                else:
-                    output = self.generate(sentence_embeddings=chunk, decoder_input_ids=prompt, **settings)
-                    new_tokens = output[:, prompt.shape[1] :].tolist()
+            if settings.uses_fairseq2_search:
+                new_tokens, _ = fairseq2_beam_search(
+                    self, chunk, prompt, beam_size=settings.num_beams, max_length=settings.max_length,
+                    len_penalty=settings.len_penalty, unk_penalty=settings.unk_penalty, suppress_ids=suppress,
+                )  # fmt: skip
+            else:
+                output = self.generate(sentence_embeddings=chunk, decoder_input_ids=prompt,
+                                       **self._generate_options(settings, suppress))  # fmt: skip
+                new_tokens = output[:, prompt.shape[1] :].tolist()
             new_tokens = [_strip_padding(row, self.config.pad_token_id, self.config.eos_token_id) for row in new_tokens]
             texts.extend(decode_ids(tokenizer, new_tokens))
             generated.extend(new_tokens)
         return (texts, generated) if return_token_ids else texts
+
+    def _generate_options(self, settings: SonarDecodingSettings, suppress: list[int]) -> dict:
+        """transformers' `generate` options equivalent to fairseq2's pipeline, then the caller's own."""
+        return {
+            "num_beams": settings.num_beams,
+            "do_sample": settings.do_sample,
+            "max_length": settings.max_length,  # checked against the decoder's positions
+            "length_penalty": settings.len_penalty,
+            "early_stopping": True if settings.num_beams > 1 else None,
+            "no_repeat_ngram_size": 0,
+            "suppress_tokens": suppress,
+            "pad_token_id": self.config.pad_token_id,
+            "eos_token_id": self.config.eos_token_id,
+            "decoder_start_token_id": self.config.decoder_start_token_id,
+            "forced_bos_token_id": None,
+            "forced_eos_token_id": self.config.eos_token_id,  # fairseq2 ends every hypothesis at the last position
+            **settings.generate_kwargs,
+        }
 
 
 def _strip_padding(ids: list[int], pad_id: int, eos_id: int) -> list[int]:

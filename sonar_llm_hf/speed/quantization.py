@@ -4,7 +4,7 @@
 both inside a SONAR-LLM, by torch's dynamically quantized linear layer (int8 weights per output channel,
 activations quantized per call; `torch.ao.nn.quantized.dynamic.Linear`, fbgemm/oneDNN kernels). The decoder's
 256k-vocabulary projection is quantized the same way in row chunks, so that beam search still scores the
-vocabulary chunk by chunk while each chunk's logits are in cache (`generation_sonar_text.py`).
+vocabulary chunk by chunk while each chunk's logits are in cache (`models/generation_sonar_text.py`).
 
 Why this route (measured on a 2-core AMD EPYC, AVX2, fp32 baseline = oneDNN's fp32 inner product, see
 BENCHMARKS.md): torch's dynamic int8 linear was 1.7-2.5x faster at the decoder's and encoder's shapes; torchao 0.18's
@@ -26,8 +26,7 @@ import warnings
 import torch
 from torch import nn
 
-# Rows of the vocabulary projection per quantized chunk (the same as the fp32 beam search's chunks).
-VOCAB_CHUNK = 16384
+from ..models.generation_sonar_text import VOCAB_CHUNK  # rows per quantized chunk: the fp32 beam search's chunks
 
 
 def _quantized_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
@@ -82,7 +81,7 @@ def layer_stack(part: nn.Module) -> nn.Module:
 
 def sonar_parts(model: nn.Module, caller: str = "quantize_sonar") -> list[nn.Module]:
     """The SONAR encoder and/or decoder that `model` is or holds."""
-    from .models.modeling_sonar_text import SonarTextDecoder, SonarTextEncoder
+    from ..models.modeling_sonar_text import SonarTextDecoder, SonarTextEncoder
 
     if isinstance(model, (SonarTextEncoder, SonarTextDecoder)):
         return [model]

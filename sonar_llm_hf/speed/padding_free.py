@@ -5,14 +5,15 @@ layer norms and feed-forward blocks on the padding too: for a ragged batch a fif
 it changes the result (padding is masked out of attention and of the pooling). Here each layer works on the
 (tokens, d) real tokens, and only the attention itself sees the padded (N, heads, T, head_dim) layout, into which
 queries, keys and values are scattered. Same modules and weights as `M2M100Encoder.forward`, so the embeddings equal
-its own to float rounding (tests/test_packed_encoding.py). `SonarTextEncoder.encode` uses it in eval mode, without
-gradients, with SDPA attention; anything else takes M2M100's forward.
+its own to float rounding (tests/test_speed.py). `use_padding_free_encoding(encoder)` installs it on a
+`SonarTextEncoder`: in eval mode, without gradients, with SDPA attention; anything else takes M2M100's forward.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers.modeling_outputs import BaseModelOutput
 from transformers.models.m2m_100.modeling_m2m_100 import M2M100Encoder
 
 
@@ -71,4 +72,26 @@ def packed_encoder_states(encoder: M2M100Encoder, input_ids: torch.LongTensor, a
     return _scatter(encoder.layer_norm(states), real, batch * width).view(batch, width, -1)
 
 
-__all__ = ["packed_encoder_states", "packed_encoding_applies"]
+def use_padding_free_encoding(part: nn.Module) -> None:
+    """Make `part.encoder` (a SONAR encoder's M2M100 stack) skip padding where that is exact; an instance attribute
+    shadows `M2M100Encoder.forward`, so `restore_encoding` undoes it."""
+    encoder = part.encoder
+    plain = type(encoder).forward
+
+    def forward(input_ids=None, attention_mask=None, inputs_embeds=None, **kwargs):
+        simple = input_ids is not None and attention_mask is not None and inputs_embeds is None and not any(
+            kwargs.get(name) for name in ("output_attentions", "output_hidden_states")
+        )
+        if simple and packed_encoding_applies(encoder):
+            return BaseModelOutput(last_hidden_state=packed_encoder_states(encoder, input_ids, attention_mask))
+        return plain(encoder, input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs)
+
+    encoder.forward = forward
+
+
+def restore_encoding(part: nn.Module) -> None:
+    if hasattr(part, "encoder") and "forward" in part.encoder.__dict__:
+        del part.encoder.forward
+
+
+__all__ = ["packed_encoder_states", "packed_encoding_applies", "use_padding_free_encoding", "restore_encoding"]
