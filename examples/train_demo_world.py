@@ -356,6 +356,9 @@ def main() -> None:
         metrics["readme_example"] = model.generate(README_PROMPT).texts[0]
         results[loss_type], models[loss_type] = metrics, model
         log(f"{loss_type}: {json.dumps({k: v for k, v in metrics.items() if k != 'examples'})}")
+        if loss_type == "ce":  # saved at once, so that the demo model can be inspected while the baseline trains
+            model.save_pretrained(output / "model")
+            tokenizer.save_pretrained(output / "model")
 
     # 4. the table, and the CE model as the demo
     print("\n| objective | held-out token CE ↓ | short prefix: BLEU / ROUGE-L / METEOR ↑ | long prefix: BLEU / ROUGE-L "

@@ -86,4 +86,4 @@ def continuation_checks(prompt_sentences: list[str], sentences: list[str], finis
     return checks
 
 
-__all__ = ["ORDINARY_PROMPTS", "SPECIAL_SENTENCES", "main_character", "agrees", "continuation_checks"]
+__all__ = ["ORDINARY_PROMPTS", "SPECIAL_SENTENCES", "agrees", "continuation_checks", "main_character"]

@@ -157,14 +157,14 @@ def avoid_temperature(options: dict, attempt: int) -> float:
 
 
 __all__ = [
+    "AVOIDED",
     "CONTROL_DEFAULTS",
     "REPETITION_ACTIONS",
-    "AVOIDED",
     "STOP_OUTCOMES",
     "ContinuationHistory",
+    "avoid_temperature",
     "check_control_options",
     "judge_sentence",
     "latent_noise",
     "sample_latent",
-    "avoid_temperature",
 ]
