@@ -1,7 +1,7 @@
 """Does the demo model hold up on ordinary prompts? Before (the reference loop) and after (its saved settings).
 
     python benchmarks/bench_demo_generation.py [--model sonar_llm_hf/demo/demo_model] [--prompts 100]
-                                               [--seeds 5] [--temperatures 0 0.05 0.1 0.2] [--out FILE.json]
+                                               [--seeds 5] [--temperatures 0 0.05 0.1 0.2] [--out FILE.json] [--quick]
 
 1. 100 held-out stories of the demo world (the last 100 of its held-out split, as `train_demo_world.py` measures
    its end rate), prompt = their first 2 sentences: loop rate (share stopped by `max_sentences`), empty
@@ -106,7 +106,10 @@ def main() -> None:
     parser.add_argument("--temperatures", type=float, nargs="*", default=[0.0, 0.05, 0.1, 0.2])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--quick", action="store_true", help="10 held-out prompts, 2 seeds, temperatures 0 and 0.1")
     args = parser.parse_args()
+    if args.quick:
+        args.prompts, args.seeds, args.temperatures = 10, 2, [0.0, 0.1]
     torch.set_num_threads(args.threads)
     t0 = time.time()
     model = AutoModel.from_pretrained(args.model).eval()
@@ -142,6 +145,7 @@ def main() -> None:
     print(f"({results['seconds']:.0f} s)")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    print(json.dumps(results))
 
 
 if __name__ == "__main__":
