@@ -63,7 +63,12 @@ def _generate(args: argparse.Namespace) -> int:
     )
     if args.sample:
         options.update(do_sample=True, temperature=args.temperature, top_p=args.top_p)
-    model.generate(prompts, streamer=streamer, **{k: v for k, v in options.items() if v is not None})
+    options = {k: v for k, v in options.items() if v is not None}
+    if args.reference_loop:  # the saved controls give way to the reference's (None included); given flags still win
+        from .models.repetition_sonar_llm import CONTROL_DEFAULTS
+
+        options = {**CONTROL_DEFAULTS, **options}
+    model.generate(prompts, streamer=streamer, **options)
     return 0
 
 
@@ -100,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Gaussian noise on each predicted embedding, relative to its rms (0: none)")
     gen.add_argument("--latent-top-p", type=float, default=None,
                      help="draw the latent noise from its highest-density region of this mass")
+    gen.add_argument("--reference-loop", action="store_true",
+                     help="turn off the controls above that the model's generation_config.json may turn on")
     gen.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     gen.add_argument("--device", default=None)
     gen.add_argument("--trust-remote-code", action="store_true", help="use the folder's code instead of the package")

@@ -209,3 +209,20 @@ def test_cli_flags_reach_generate(tiny_sonar_llm_dir, sonar_llm):
     assert result.stdout.splitlines() == expected.sentences[0]
     bad = run_cli("generate", prompt, "--model", str(tiny_sonar_llm_dir), "--latent-temperature", "-1")
     assert bad.returncode == 2 and "`latent_temperature` must lie in" in bad.stderr
+
+
+def test_cli_reference_loop_turns_saved_controls_off(sonar_llm, tmp_path):
+    """A folder that saves repetition control; `--reference-loop` generates as the reference does."""
+    predict_constant(sonar_llm, "The cat sat on the mat.")
+    sonar_llm.generation_config.repetition_threshold = 0.99
+    sonar_llm.save_pretrained(tmp_path)
+    sonar_llm.tokenizer.save_pretrained(tmp_path)
+    common = ("generate", "Tom had a red car.", "--model", str(tmp_path), "--num-beams", "1", "--quiet",
+              "--max-new-sentences", "3")  # fmt: skip
+    saved = run_cli(*common)
+    reference = run_cli(*common, "--reference-loop")
+    assert saved.returncode == reference.returncode == 0, saved.stderr + reference.stderr
+    assert len(saved.stdout.splitlines()) == 1  # the repeat stopped the document
+    assert reference.stdout.splitlines() == sonar_llm.generate("Tom had a red car.", num_beams=1, max_new_sentences=3,
+                                                               repetition_threshold=None).sentences[0]  # fmt: skip
+    assert len(reference.stdout.splitlines()) == 3
