@@ -9,7 +9,8 @@ user opts in (`model.generation_config`, `generate(...)` keywords or the CLI fla
   re-encoded sentence (the reference's `eos_check`/`feedback`), or the latent that was decoded when nothing is
   re-encoded. `repetition_action="stop"` ends the document before the repeat; `"avoid"` re-decodes (below).
 - `min_new_sentences`: before this many sentences, the end sentence is avoided (re-decoded) rather than accepted;
-  LCM's `min_gen_len`.
+  LCM's `min_gen_len`. The caps win: `max_new_sentences=1` still stops after one sentence (a model that saves
+  `min_new_sentences=2` must not refuse a call that asks for one sentence).
 - `avoid_special_sentences`: the begin and end sentences ("Begin of text.", "End of sequence.") are never kept as
   story sentences (they are avoided; they appear when the end check compares predictions, not re-decoded text).
 - `latent_temperature` / `latent_top_p`: the prediction is moved by Gaussian noise before decoding (the latent
@@ -62,9 +63,6 @@ def check_control_options(options: dict) -> None:
     """Refuse values that would fail late or silently mean something else, naming the option."""
     check_integer("min_new_sentences", options["min_new_sentences"], 0,
                   hint=" 0 accepts the end sentence at once (the reference).")  # fmt: skip
-    cap = options.get("max_new_sentences")
-    if cap is not None and isinstance(cap, int) and options["min_new_sentences"] > cap:
-        raise ValueError(f"`min_new_sentences` ({options['min_new_sentences']}) exceeds `max_new_sentences` ({cap}).")
     threshold = options["repetition_threshold"]
     if threshold is not None:
         _check_real("repetition_threshold", threshold, -1.0, 1.0, hint=" It is a cosine; None turns the check off.")
