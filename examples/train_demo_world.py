@@ -1,6 +1,6 @@
 """Build the offline demo world: a miniature SONAR and SONAR-LLM trained here, and the paper's CE-vs-MSE result.
 
-    python examples/train_demo_world.py [--output outputs/demo_world] [--sonar-steps 500] [--llm-steps 1000]
+    python examples/train_demo_world.py [--output outputs/demo_world] [--sonar-steps 1000] [--llm-steps 2000]
                                         [--install sonar_llm_hf/demo/demo_model]
 
 1. a story corpus from the package's story world (20,000 stories, 10% held out);
@@ -19,8 +19,8 @@
 5. the CE model is saved under `--output`/model; `--install DIR` then copies its data files (weights, config
    without `auto_map`, generation config, tokenizer, results; no code) to DIR, only if it meets the demo's targets.
 
-Deterministic for a given `--seed` and `--threads` (budgets are steps, never wall-clock time); about 30 minutes on 2
-CPU cores. Needs `pip install -e ".[eval]"` and WordNet (`python -m sonar_llm_hf.evaluation.wordnet --install`)
+Deterministic for a given `--seed` and `--threads` (budgets are steps, never wall-clock time); about 35 minutes on 2
+CPU cores shared with other jobs. The CE model is saved with the demo's generation settings (`DEMO_GENERATION`). Needs `pip install -e ".[eval]"` and WordNet (`python -m sonar_llm_hf.evaluation.wordnet --install`)
 for the metrics.
 """
 
