@@ -69,4 +69,5 @@ def test_bench_demo_generation_quick():
         assert 0 <= heldout["loop_rate"] <= 1 and 0 <= heldout["agreement"] <= 1 and heldout["mean_length"] >= 2
         assert 0 <= ordinary["ok"] <= 24
     assert [row["latent_temperature"] for row in results["diversity"]] == [0.0, 0.1]
-    assert results["diversity"][0]["distinct_per_prompt"] == 1  # no noise: every seed says the same
+    # Without latent noise a seed changes only the re-decodes of avoided sentences; with it, whole stories.
+    assert 1 <= results["diversity"][0]["distinct_per_prompt"] < results["diversity"][1]["distinct_per_prompt"]
