@@ -94,7 +94,8 @@ def diversity(model, seeds: int, temperatures: list[float]) -> list[dict]:
                        for p, ss in zip(run.prompt_sentences, run.sentences) for s in ss)  # fmt: skip
         total = sum(len(ss) for run in runs for ss in run.sentences)
         rows.append({"latent_temperature": temperature, "distinct_per_prompt": sum(distinct) / len(distinct),
-                     "ok_min": min(ok), "ok_mean": sum(ok) / len(ok), "agreement": agreeing / max(1, total)})  # fmt: skip
+                     "ok_min": min(ok), "ok_mean": sum(ok) / len(ok),
+                     "agreement": agreeing / max(1, total)})  # fmt: skip
     return rows
 
 
@@ -133,8 +134,8 @@ def main() -> None:
               f"{h['mean_length']:.2f} | {h['agreement']:.1%} | {h['special_sentences']} | "
               f"{h['said_more_than_twice']} | {o['ok']}/24 | {o['length_ok']} | {o['no_triple']} | {o['ended']} | "
               f"{o['no_special']} | {o['empty']} | {o['agreement']:.1%} |")  # fmt: skip
-    print("\n| latent_temperature | distinct continuations per prompt (of %d seeds) | ok of 24 (min / mean) | "
-          "agreement |" % args.seeds)
+    print(f"\n| latent_temperature | distinct continuations per prompt (of {args.seeds} seeds) | ok of 24 (min / mean) "
+          "| agreement |")
     print("|---|---|---|---|")
     for row in results["diversity"]:
         print(f"| {row['latent_temperature']} | {row['distinct_per_prompt']:.2f} | {row['ok_min']} / "

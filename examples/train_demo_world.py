@@ -150,8 +150,8 @@ def miniature_sonar(args, folder: Path, train_sentences: list[str], occurrences:
     done.unlink(missing_ok=True)
     tokenizer = build_tokenizer(folder, train_sentences)
     log("tokenizer trained")
-    encoder, decoder = train_sonar(tokenizer, train_sentences + list(SPECIAL), occurrences, args.sonar_steps, args.seed,
-                                   log)  # fmt: skip
+    sentences = train_sentences + list(SPECIAL)
+    encoder, decoder = train_sonar(tokenizer, sentences, occurrences, args.sonar_steps, args.seed, log)
     encoder.save_pretrained(folder / "encoder")
     decoder.save_pretrained(folder / "decoder")
     done.write_text(json.dumps(settings))

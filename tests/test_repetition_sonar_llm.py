@@ -70,7 +70,8 @@ def test_repetition_compares_with_any_earlier_sentence_not_only_the_last(sonar_l
     history = ContinuationHistory()
     history.add("first", torch.tensor([1.0, 0.0]))
     history.add("second", torch.tensor([0.0, 1.0]))
-    assert history.repeats("other", torch.tensor([1.0, 0.05]), 0.99)  # cosine 0.9988 with the first, 0.05 with the last
+    # cosine 0.9988 with the first sentence, 0.05 with the last
+    assert history.repeats("other", torch.tensor([1.0, 0.05]), 0.99)
     assert not history.repeats("other", torch.tensor([1.0, 1.0]), 0.99)  # 0.707 with both
     assert history.repeats("second", torch.tensor([1.0, -1.0]), 0.99)  # same text, whatever the embedding
 
@@ -136,7 +137,8 @@ def test_latent_sampling_is_seeded_and_differs_from_greedy(sonar_llm):
         assert not torch.allclose(first.embeddings[i], greedy.embeddings[i])
         # The backbone's raw predictions are reported, not the latents; the first one is the greedy run's.
         torch.testing.assert_close(first.predicted_embeddings[i][0], greedy.predicted_embeddings[i][0])
-        moved = (first.embeddings[i][0] - first.predicted_embeddings[i][0]).norm() / first.predicted_embeddings[i][0].norm()
+        raw = first.predicted_embeddings[i][0]
+        moved = (first.embeddings[i][0] - raw).norm() / raw.norm()
         assert 0.1 < moved < 1.5  # 0.5 |z| / sqrt(16), |z| of a 16-dim normal is within [0.8, 12] but for ~1e-6
 
 

@@ -55,7 +55,8 @@ def _check_real(name: str, value, low: float, high: float | None, low_open: bool
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
         raise TypeError(f"`{name}` must be a finite number, got {value!r}.{hint}")
     if value < low or (low_open and value == low) or (high is not None and value > high):
-        interval = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}{']' if high is not None else ')'}"
+        upper = f"{high}]" if high is not None else "inf)"
+        interval = f"{'(' if low_open else '['}{low}, {upper}"
         raise ValueError(f"`{name}` must lie in {interval}, got {value}.{hint}")
 
 
