@@ -9,13 +9,7 @@ from huggingface_hub import ModelCard
 from test_convert_sonar_llm import converted_dir, sonar_dir  # noqa: F401 (fixtures)
 
 from sonar_llm_hf import SONAR_LLM_PRESETS, SonarLLMConfig, llama_preset
-from sonar_llm_hf.conversion.model_card import (
-    PAPER_RESULTS,
-    RELEASED,
-    build_model_card,
-    paper_size,
-    reference_parameter_count,
-)
+from sonar_llm_hf.conversion.model_card import PAPER_RESULTS, RELEASED, build_model_card, paper_size, reference_parameter_count
 
 ROOT = Path(__file__).parents[1]
 
