@@ -41,10 +41,23 @@ def _generate(args: argparse.Namespace) -> int:
         max_sentences=args.max_sentences,
         max_new_sentences=args.max_new_sentences,
         seed=args.seed,
+        min_new_sentences=args.min_new_sentences,
+        repetition_threshold=args.repetition_threshold,
+        repetition_action=args.repetition_action,
+        avoid_special_sentences=args.avoid_special_sentences,
+        avoid_attempts=args.avoid_attempts,
+        avoid_temperature=args.avoid_temperature,
+        latent_temperature=args.latent_temperature,
+        latent_top_p=args.latent_top_p,
     )
     if args.sample:
         options.update(do_sample=True, temperature=args.temperature, top_p=args.top_p)
-    model.generate(prompts, streamer=streamer, **{k: v for k, v in options.items() if v is not None})
+    options = {k: v for k, v in options.items() if v is not None}
+    if args.reference_loop:  # the saved controls give way to the reference's (None included); given flags still win
+        from .models.repetition_sonar_llm import CONTROL_DEFAULTS
+
+        options = {**CONTROL_DEFAULTS, **options}
+    model.generate(prompts, streamer=streamer, **options)
     return 0
 
 
@@ -64,6 +77,25 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--temperature", type=float, default=0.6)
     gen.add_argument("--top-p", type=float, default=0.9)
     gen.add_argument("--seed", type=int, default=None)
+    # Sentence-level controls (repetition_sonar_llm.py); unset flags keep the model's saved generation settings.
+    gen.add_argument("--min-new-sentences", type=int, default=None,
+                     help="avoid the end sentence before this many generated sentences")
+    gen.add_argument("--repetition-threshold", type=float, default=None,
+                     help="a sentence whose text or embedding (cosine >= this) repeats ANY earlier sentence of the "
+                          "continuation is a repeat")
+    gen.add_argument("--repetition-action", choices=["stop", "avoid"], default=None,
+                     help="stop the document before a repeat, or avoid it by re-decoding with latent noise")
+    gen.add_argument("--avoid-special-sentences", action=argparse.BooleanOptionalAction, default=None,
+                     help="never keep the begin/end sentences as story sentences")
+    gen.add_argument("--avoid-attempts", type=int, default=None, help="re-decodes tried to avoid a sentence")
+    gen.add_argument("--avoid-temperature", type=float, default=None,
+                     help="latent temperature added per re-decode attempt")
+    gen.add_argument("--latent-temperature", type=float, default=None,
+                     help="Gaussian noise on each predicted embedding, relative to its rms (0: none)")
+    gen.add_argument("--latent-top-p", type=float, default=None,
+                     help="draw the latent noise from its highest-density region of this mass")
+    gen.add_argument("--reference-loop", action="store_true",
+                     help="turn off the controls above that the model's generation_config.json may turn on")
     gen.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     gen.add_argument("--device", default=None)
     gen.add_argument("--trust-remote-code", action="store_true", help="use the folder's code instead of the package")

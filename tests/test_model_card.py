@@ -111,3 +111,11 @@ def test_catalogue_matches_the_code():
                 assert link in row, (size, link)
     assert set(PAPER_RESULTS) <= set(RELEASED) and set(RELEASED) == set(SONAR_LLM_PRESETS)
     assert re.search(r"convert_all\.py originals/? --sonar sonar --output-root", text)
+
+
+def test_card_shows_how_to_opt_into_the_sentence_controls():
+    """Converted folders keep the reference loop; the card says how to turn the controls on (issue 25)."""
+    card = card_for("900M")
+    for text in ("repetition_threshold=0.98", 'repetition_action="avoid"', "min_new_sentences=2",
+                 "--repetition-threshold 0.98", "ANY", "latent_temperature"):  # fmt: skip
+        assert text in card.text, text

@@ -119,6 +119,29 @@ pipe("Once upon a time, there was a little girl.", max_new_sentences=3)  # [{"ge
 cosine 0.98 of "End of sequence.", at most 32 sentences){{ begin_note }}. `model(embeddings).predicted_embeddings`
 gives the raw next-sentence predictions.
 
+The reference loop can say one sentence until its 32-sentence cap. Controls against that are off in this folder's
+`generation_config.json` (so it reproduces the reference); opt in per call, on the command line, or save them:
+
+```python
+out = model.generate(
+    ["Once upon a time, there was a little girl."],
+    repetition_threshold=0.98,      # a sentence whose text, or re-encoded embedding (cosine >= 0.98), repeats ANY
+    repetition_action="avoid",      #   earlier sentence of the continuation is re-decoded ("stop": end there)
+    min_new_sentences=2,            # re-decode "End of sequence." before 2 new sentences
+    avoid_special_sentences=True,   # never keep "Begin of text." / "End of sequence." as a story sentence
+    latent_temperature=0.0,         # > 0: Gaussian noise on each predicted embedding (relative to its rms); seed=...
+)
+print(out.stop_reasons)  # "end", "max_sentences", "max_new_sentences", "repetition" or "special_sentence"
+model.generation_config.repetition_threshold = 0.98  # ... then save_pretrained: the folder's new defaults
+```
+
+`sonar-llm generate "..." --model {{ repo_id }} --repetition-threshold 0.98 --repetition-action avoid
+--min-new-sentences 2 --avoid-special-sentences` does the same. Re-decoding moves the prediction by fresh latent
+noise (`avoid_temperature` 0.1 more per attempt, at most `avoid_attempts` 8); a repeat that cannot be avoided stops
+the document, an end that cannot be avoided ends it. `latent_top_p` draws that noise from the Gaussian's
+highest-density ball of mass p. Unlike LCM's `stop_on_repetition_cosine_threshold`, which compares a sentence with
+the previous one only, every earlier generated sentence counts (the prompt's do not).
+
 ## Model
 
 | | |

@@ -26,6 +26,16 @@ from transformers import GenerationConfig
 from transformers.generation.streamers import BaseStreamer
 
 from .loading_sonar import execution_device
+from .repetition_sonar_llm import (
+    AVOIDED,
+    CONTROL_DEFAULTS,
+    STOP_OUTCOMES,
+    ContinuationHistory,
+    avoid_temperature,
+    check_control_options,
+    judge_sentence,
+    sample_latent,
+)
 from .splitting_sonar_llm import split_sentences
 from .tokenization_sonar import check_language, encode_source
 from .validation_sonar import check_bool, check_decoding, check_integer
@@ -50,6 +60,7 @@ DEFAULT_SENTENCE_GENERATION = dict(
     seed=None,  # seeds sampling, without touching the global RNG
     batch_size=64,  # documents decoded / re-encoded per SONAR call
     use_cache=True,  # the backbone's KV cache across sentence steps
+    **CONTROL_DEFAULTS,  # repetition, minimum length and latent sampling: off (see repetition_sonar_llm.py)
 )
 
 
@@ -64,7 +75,9 @@ class SonarLLMGenerateOutput:
         predicted_embeddings: the backbone's raw predictions, (n_i, d).
         prompt_sentences: the prompt's sentences (empty for embedding prompts).
         full_texts: prompt and continuation joined, as the reference prints them.
-        finished: whether the document ended on the end sentence (False: it hit a length limit).
+        finished: whether the document ended on the end sentence (False: it hit a length limit or was stopped).
+        stop_reasons: why each document stopped: "end", "max_sentences", "max_new_sentences", "repetition" (a
+            repeat under `repetition_action="stop"`, or one that could not be avoided) or "special_sentence".
     """
 
     sentences: list[list[str]] = field(default_factory=list)
@@ -74,6 +87,7 @@ class SonarLLMGenerateOutput:
     prompt_sentences: list[list[str]] = field(default_factory=list)
     full_texts: list[str] = field(default_factory=list)
     finished: list[bool] = field(default_factory=list)
+    stop_reasons: list[str | None] = field(default_factory=list)
 
 
 class SentenceStreamer(BaseStreamer):
@@ -165,6 +179,7 @@ def check_generation_options(options: dict, decoder_positions: int) -> None:
     check_bool("use_cache", options["use_cache"])
     check_bool("add_begin", options["add_begin"], allow_none=True)
     check_integer("seed", options["seed"], -(2**63), allow_none=True)
+    check_control_options(options)
 
 
 def _check_prompt_lengths(prompts, max_sentences: int, begin: bool) -> None:
@@ -299,6 +314,7 @@ def generate_sentences(model, prompts, streamer: SentenceStreamer | None = None,
         embeddings=[[] for _ in embedded],
         predicted_embeddings=[[] for _ in embedded],
         finished=[False] * num_docs,
+        stop_reasons=[None] * num_docs,
     )
     active = [n <= options["max_sentences"] for n in lengths]
 
@@ -312,6 +328,21 @@ def generate_sentences(model, prompts, streamer: SentenceStreamer | None = None,
     if options["do_sample"]:
         decode_settings.update(temperature=options["temperature"], top_p=options["top_p"], top_k=options["top_k"])
 
+    def decode_step(latent: torch.Tensor):
+        """Decode (n, d) latents; -> texts, the embeddings fed back, those repetition compares (the re-encoded
+        sentences when there are some, else the latents) and whether each is the end sentence."""
+        texts = model.sonar_decoder.decode(latent, tokenizer=tokenizer, **decode_settings)
+        reencoded = None
+        if "reencoded" in (options["eos_check"], options["feedback"]):
+            reencoded = _embed_texts(model, tokenizer, texts, target_lang, batch_size).to(dtype)
+        checked = reencoded if options["eos_check"] == "reencoded" else latent
+        # With `device_map`, the encoder, the decoder and the backbone's ends may sit on different devices.
+        end = eos.to(checked.device).unsqueeze(0)
+        cosine = torch.nn.functional.cosine_similarity(checked.float(), end, dim=-1)  # (n,)
+        fed = (reencoded if options["feedback"] == "reencoded" else latent).to(device)
+        compared = reencoded if reencoded is not None else latent
+        return texts, list(fed), list(compared), (cosine >= options["eos_threshold"]).tolist()
+
     # A seed must not touch the global RNG of any device the model runs on (sampling happens on the decoder's).
     accelerators = sorted({p.device for p in model.parameters() if p.device.type == "cuda"}, key=str)
     rng = torch.random.fork_rng(devices=accelerators) if options["seed"] is not None else contextlib.nullcontext()
@@ -324,28 +355,36 @@ def generate_sentences(model, prompts, streamer: SentenceStreamer | None = None,
         cache, predictions = step.cache, step.predicted_embeddings[:, -1].to(device)  # (B, d)
 
         new_counts = [0] * num_docs
+        histories = [ContinuationHistory() for _ in range(num_docs)]
+        special_texts = (config.begin_sentence, config.eos_sentence)
         while any(active):
             rows = [i for i in range(num_docs) if active[i]]
-            # 3. decode every active document's prediction in one SONAR call
+            # 3. decode every active document's prediction (moved by latent noise when sampling) in one SONAR call
             predicted = predictions[rows]  # (n, d)
-            texts = model.sonar_decoder.decode(predicted, tokenizer=tokenizer, **decode_settings)
-            reencoded = None
-            if "reencoded" in (options["eos_check"], options["feedback"]):
-                reencoded = _embed_texts(model, tokenizer, texts, target_lang, batch_size).to(dtype)
-            # 4. stop documents whose sentence is the end sentence
-            checked = reencoded if options["eos_check"] == "reencoded" else predicted
-            # With `device_map`, the encoder, the decoder and the backbone's ends may sit on different devices.
-            end = eos.to(checked.device).unsqueeze(0)
-            cosine = torch.nn.functional.cosine_similarity(checked.float(), end, dim=-1)  # (n,)
-            is_end = (cosine >= options["eos_threshold"]).tolist()
-            fed = (reencoded if options["feedback"] == "reencoded" else predicted).to(device)
+            latent = sample_latent(predicted, options["latent_temperature"], options["latent_top_p"])
+            texts, fed, compared, is_end = decode_step(latent)
+            # 4. judge each sentence: the end, a sentence to keep, or one to avoid by re-decoding with fresh noise
+            verdicts = [judge_sentence(texts[j], compared[j], is_end[j], histories[i], options, special_texts)
+                        for j, i in enumerate(rows)]  # fmt: skip
+            for attempt in range(1, options["avoid_attempts"] + 1):
+                redo = [j for j, verdict in enumerate(verdicts) if verdict in AVOIDED]
+                if not redo:
+                    break
+                temperature = avoid_temperature(options, attempt)
+                retry = decode_step(sample_latent(predicted[redo], temperature, options["latent_top_p"]))
+                for k, j in enumerate(redo):
+                    texts[j], fed[j], compared[j], is_end[j] = (part[k] for part in retry)
+                    verdicts[j] = judge_sentence(texts[j], compared[j], is_end[j], histories[rows[j]], options,
+                                                 special_texts)  # fmt: skip
             next_inputs = sequence.new_zeros(num_docs, 1, config.embed_dim)
             next_mask = torch.zeros(num_docs, 1, dtype=mask.dtype, device=device)
             streamed = []
             for j, i in enumerate(rows):
-                if is_end[j]:
-                    active[i], output.finished[i] = False, True
+                if verdicts[j] != "accept":
+                    active[i] = False
+                    output.finished[i], output.stop_reasons[i] = STOP_OUTCOMES[verdicts[j]]
                     continue
+                histories[i].add(texts[j], compared[j])
                 output.sentences[i].append(texts[j])
                 output.embeddings[i].append(fed[j])
                 output.predicted_embeddings[i].append(predicted[j])
@@ -354,8 +393,10 @@ def generate_sentences(model, prompts, streamer: SentenceStreamer | None = None,
                 new_counts[i] += 1
                 next_inputs[i, 0], next_mask[i, 0] = fed[j], 1
                 cap = options["max_new_sentences"]
-                if lengths[i] > options["max_sentences"] or (cap is not None and new_counts[i] >= cap):
-                    active[i] = False
+                if lengths[i] > options["max_sentences"]:
+                    active[i], output.stop_reasons[i] = False, "max_sentences"
+                elif cap is not None and new_counts[i] >= cap:
+                    active[i], output.stop_reasons[i] = False, "max_new_sentences"
             if streamer is not None and streamed:
                 streamer.put(streamed)
             if not any(active):
