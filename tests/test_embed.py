@@ -88,6 +88,7 @@ def test_embed_round_trip_resume_and_two_processes(corpus, tmp_path, tiny_sonar_
     argv = ["embed", str(corpus), "--output", str(out), "--model", str(tiny_sonar_llm_dir), "--shard-rows", "2",
             "--max-tokens", "64", "--device", "cpu", "--no-progress"]  # fmt: skip
     assert cli_main(argv) == 0
+    assert torch.is_grad_enabled()  # the command leaves the process's autograd mode alone (pretraining follows)
     summary = capsys.readouterr().err
     assert "5 documents (1 empty)" in summary and "1 cut at separators" in summary and "peak RSS" in summary
     reference = shard_bytes(out)

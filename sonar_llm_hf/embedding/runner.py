@@ -211,7 +211,6 @@ def embed_corpus(args: argparse.Namespace, rank: int | None = None, world_size: 
     if rank is None or world_size is None:
         rank, world_size = process_rank()
     stats = EmbedStats(rank=rank, world_size=world_size)
-    torch.set_grad_enabled(False)
     documents = load_documents(args.inputs, split=args.split)
     for column in (args.text_column, args.lang_column):
         if column and column not in documents.column_names:
