@@ -175,3 +175,22 @@ def test_float16_shards_and_bad_input(corpus, tmp_path, tiny_sonar_llm_dir):
         runner.embed_corpus(embed_args(corpus, tmp_path / "x", tiny_sonar_llm_dir, text_column="body"))
     with pytest.raises(ValueError, match="either --lang"):
         runner.embed_corpus(embed_args(corpus, tmp_path / "y", tiny_sonar_llm_dir, lang="eng_Latn", lang_column="id"))
+
+
+def test_ranks_come_from_torchrun_or_a_slurm_array(monkeypatch):
+    from sonar_llm_hf.embedding.inputs import owned_shards, process_rank
+
+    for name in ("RANK", "WORLD_SIZE", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN"):
+        monkeypatch.delenv(name, raising=False)
+    assert process_rank() == (0, 1)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "7")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "5")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "4")
+    assert process_rank() == (2, 4)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun/accelerate win over the array
+    assert process_rank() == (1, 2)
+    assert owned_shards(10, 3, 1, 2) == [(1, 3, 6), (3, 9, 10)]
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(ValueError, match="outside 0..1"):
+        process_rank()
