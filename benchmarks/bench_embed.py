@@ -178,6 +178,7 @@ def main() -> None:
     if not args.quick or args.json:
         path = Path(args.json or ROOT / "benchmarks" / "results" / "embed.json")
         path.write_text(json.dumps(result, indent=1))
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -58,3 +58,20 @@ def test_bench_exp_floor_quick():
     assert narrow["share_below_floor"] == 0 and wide["share_below_floor"] > 0.5  # the two regimes it compares
     assert narrow["same_sums"] and wide["same_sums"]  # the floor changes no sum
     assert all(row[key] > 0 for row in (narrow, wide) for key in ("exp_ms", "floor_exp_ms", "log_softmax_ms"))
+
+
+def test_bench_embed_quick():
+    """Without the reference env, --quick times our bucketed and unbucketed encoder on a tiny model."""
+    stdout, results = run("bench_embed.py")
+    assert "| row | sentences/s |" in stdout
+    rows = results["rows"]
+    assert set(rows) == {"ours_bucketed", "ours_unbucketed"} and results["sentences"] == 64
+    assert rows["ours_unbucketed"]["max_abs_diff_vs_bucketed"] < 1e-5  # same embeddings, other batches
+    assert all(row["sentences_per_s"] > 0 and row["peak_rss"] > 0 for row in rows.values())
+
+
+def test_bench_load_memory_quick():
+    stdout, rows = run("bench_load_memory.py")
+    assert "| part | safetensors |" in stdout
+    assert [r["part"] for r in rows] == ["encoder", "decoder"]
+    assert all(r["file_bytes"] >= r["param_bytes"] > 0 and r["peak_added"] > 0 for r in rows)

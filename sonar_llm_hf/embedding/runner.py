@@ -176,7 +176,7 @@ def _settings(args, source: str, encoder, num_documents: int) -> dict:
     return {
         "format_version": FORMAT_VERSION, "inputs": [str(Path(i).resolve()) if Path(i).exists() else i for i in args.inputs],
         "documents": num_documents, "text_column": args.text_column, "lang": args.lang, "lang_column": args.lang_column,
-        "model": source, "encoder_fingerprint": encoder_fingerprint(encoder), "dim": encoder.config.d_model,
+        "model": str(Path(source).resolve()) if Path(source).exists() else source, "encoder_fingerprint": encoder_fingerprint(encoder), "dim": encoder.config.d_model,
         "dtype": args.dtype, "shard_rows": args.shard_rows, "max_length": encoder.config.max_position_embeddings,
     }  # fmt: skip
 
