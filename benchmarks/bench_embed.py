@@ -69,7 +69,8 @@ def ours(variant: str, folder: str, spec_path: str) -> None:
         if variant == "bucketed":
             return encode_bucketed(encoder, ids, spec["max_tokens"])
         size = spec["batch_size"]
-        return torch.cat([encoder.encode_token_ids(ids[i : i + size], batch_size=size) for i in range(0, len(ids), size)])
+        chunks = [ids[i : i + size] for i in range(0, len(ids), size)]  # input order: no bucketing across batches
+        return torch.cat([encoder.encode_token_ids(chunk, batch_size=size) for chunk in chunks])
 
     run(spec["texts"][: spec["warmup"]])
     rss_ready = status("VmRSS")
@@ -122,7 +123,8 @@ def main() -> None:
                 args.reference_python = str(candidate)
                 break
         else:
-            sys.exit("No reference env: build it with ../shared/tools/reference-env.sh refenv, or pass --reference-python.")
+            sys.exit("No reference env: build it with ../shared/tools/reference-env.sh refenv, or pass "
+                     "--reference-python.")
     if args.quick:
         args.sentences = min(args.sentences, 64)
     from sonar_llm_hf import SONAR_LANGUAGES
@@ -142,8 +144,8 @@ def main() -> None:
         folder = work / "sonar" / "encoder"
         rows = {}
         if args.reference_python:
-            run([args.reference_python, str(ROOT / "benchmarks" / "fairseq2_embed_worker.py"), str(work / "spec.json")],
-                "fairseq2_embed_worker.py", env)  # fmt: skip
+            worker = str(ROOT / "benchmarks" / "fairseq2_embed_worker.py")
+            run([args.reference_python, worker, str(work / "spec.json")], "fairseq2_embed_worker.py", env)
             rows["fairseq2"] = json.loads((work / "fairseq2_embed.json").read_text())
             run([sys.executable, "conversion/convert_sonar_to_hf.py", "--encoder", str(work / "sonar_text_encoder.pt"),
                  "--tokenizer", str(spm), "--output", str(work / "sonar"), "--num-heads", str(spec["sonar"]["heads"])],
@@ -156,7 +158,8 @@ def main() -> None:
             rows[f"ours_{variant}"] = json.loads((work / f"ours_{variant}.json").read_text())
         import torch
 
-        embeddings = {name: torch.load(work / f"{name}.pt", weights_only=True) for name in ("ours_bucketed", "ours_unbucketed")}
+        embeddings = {name: torch.load(work / f"{name}.pt", weights_only=True)
+                      for name in ("ours_bucketed", "ours_unbucketed")}  # fmt: skip
         if "fairseq2" in rows:
             embeddings["fairseq2"] = torch.load(work / "fairseq2_embeddings.pt", weights_only=True)
         base = embeddings.get("fairseq2", embeddings["ours_bucketed"])

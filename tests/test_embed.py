@@ -169,6 +169,12 @@ def test_float16_shards_and_bad_input(corpus, tmp_path, tiny_sonar_llm_dir):
     dim = json.loads((out / "_embed_config.json").read_text())["dim"]
     assert pq.read_schema(out / "shard_00000.parquet").field("text_sentences_sonar_emb").type == pa.list_(
         pa.list_(pa.float16(), dim))
+    brain = tmp_path / "bf16"  # no bfloat16 in arrow: bf16 results stored exactly as float32
+    runner.embed_corpus(embed_args(corpus, brain, tiny_sonar_llm_dir, dtype="bfloat16", shard_rows=10))
+    column = pq.read_table(brain).column("text_sentences_sonar_emb")
+    assert column.type == pa.list_(pa.list_(pa.float32(), dim))
+    values = torch.tensor(column.to_pylist()[0])
+    assert torch.equal(values, values.bfloat16().float())
     with pytest.raises(ValueError, match="other settings.*dtype"):  # resuming with other settings is refused
         runner.embed_corpus(embed_args(corpus, out, tiny_sonar_llm_dir, shard_rows=10))
     with pytest.raises(ValueError, match="no column 'body'"):

@@ -30,7 +30,7 @@ def load_documents(inputs: list[str], split: str = "train"):
         elif path.is_file():
             builder = _BUILDERS.get(path.suffix.lower())
             if builder is None:
-                raise ValueError(f"Unsupported input {path}: use .jsonl, .json, .parquet or .txt, or a dataset folder.")
+                raise ValueError(f"Unsupported input {path}: use .jsonl, .json, .parquet, .txt or a dataset folder.")
             loaded = datasets.load_dataset(builder, data_files=str(path), split="train")
         elif path.exists():
             raise ValueError(f"{path} is a folder but not one saved with `save_to_disk` (no dataset_info.json).")

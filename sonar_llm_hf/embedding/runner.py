@@ -156,10 +156,12 @@ def embed_shard(table, first_row: int, encoder, preparer: SentencePreparer, opti
     counts = [len(sentences) for sentences in documents]
     if flat_ids:
         embeddings = encode_bucketed(encoder, flat_ids, options["max_tokens"], on_batch=bar.update)
-        embeddings = embeddings.to(torch.float32 if options["dtype"] == "bfloat16" else getattr(torch, options["dtype"]))
+        stored = torch.float32 if options["dtype"] == "bfloat16" else getattr(torch, options["dtype"])
+        embeddings = embeddings.to(stored)
         array = embeddings.numpy()
     else:
-        array = np.zeros((0, encoder.config.d_model), dtype=np.float16 if options["dtype"] == "float16" else np.float32)
+        stored = np.float16 if options["dtype"] == "float16" else np.float32
+        array = np.zeros((0, encoder.config.d_model), dtype=stored)
     stats.documents += count
     stats.sentences += len(flat_ids)
     table = table.append_column(SENTENCES, _string_lists(documents))
@@ -173,11 +175,14 @@ def _string_lists(documents: list[list[str]]):
 
 
 def _settings(args, source: str, encoder, num_documents: int) -> dict:
+    def where(item: str) -> str:  # a path, resolved (a rerun from another folder resumes); else a name
+        return str(Path(item).resolve()) if Path(item).exists() else item
+
     return {
-        "format_version": FORMAT_VERSION, "inputs": [str(Path(i).resolve()) if Path(i).exists() else i for i in args.inputs],
-        "documents": num_documents, "text_column": args.text_column, "lang": args.lang, "lang_column": args.lang_column,
-        "model": str(Path(source).resolve()) if Path(source).exists() else source, "encoder_fingerprint": encoder_fingerprint(encoder), "dim": encoder.config.d_model,
-        "dtype": args.dtype, "shard_rows": args.shard_rows, "max_length": encoder.config.max_position_embeddings,
+        "format_version": FORMAT_VERSION, "inputs": [where(i) for i in args.inputs], "documents": num_documents,
+        "text_column": args.text_column, "lang": args.lang, "lang_column": args.lang_column, "model": where(source),
+        "encoder_fingerprint": encoder_fingerprint(encoder), "dim": encoder.config.d_model, "dtype": args.dtype,
+        "shard_rows": args.shard_rows, "max_length": encoder.config.max_position_embeddings,
     }  # fmt: skip
 
 
@@ -225,7 +230,7 @@ def embed_corpus(args: argparse.Namespace, rank: int | None = None, world_size: 
     if compute != args.dtype:
         stats.notes.append("float16 on CPU: computed in float32, stored as float16")
     if args.dtype == "bfloat16":
-        stats.notes.append("bfloat16: computed in bfloat16, stored exactly as float32 (parquet/arrow have no bfloat16)")
+        stats.notes.append("bfloat16: computed in bfloat16, stored exactly as float32 (arrow has no bfloat16)")
     encoder, tokenizer, source = load_sonar_encoder(args.model, compute, device)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -259,7 +264,7 @@ def embed_corpus(args: argparse.Namespace, rank: int | None = None, world_size: 
 
 def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="jsonl/json, parquet or txt files, dataset folders (save_to_disk) or cached dataset names")
+                        help="jsonl/json, parquet or txt files, save_to_disk folders or cached dataset names")
     parser.add_argument("--output", required=True, help="folder of the parquet shards (created; reruns resume)")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--lang", default=None, help="SONAR language of every document (default eng_Latn)")

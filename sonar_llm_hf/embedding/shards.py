@@ -96,4 +96,5 @@ def remove_stale_temporaries(output: Path, owned: set[str]) -> int:
     return removed
 
 
-__all__ = ["EMBEDDINGS", "SENTENCES", "embedding_column", "encoder_fingerprint", "shard_metadata", "shard_path", "write_shard"]
+__all__ = ["EMBEDDINGS", "SENTENCES", "embedding_column", "encoder_fingerprint", "shard_metadata", "shard_path",
+           "write_shard"]
