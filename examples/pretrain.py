@@ -22,6 +22,14 @@ the package's demo model for a miniature run on the story world:
 
     python examples/pretrain.py --preset tiny --sonar_name_or_path sonar_llm_hf/demo/demo_model \
         --dataset stories.jsonl --eval_fraction 0.1 --output_dir out/tiny --num_train_epochs 1 --global_batch_size 8
+
+A corpus already embedded by `sonar-llm embed` (parquet shards in LCM's layout, made with the same SONAR encoder) is
+read directly with `--embedded_corpus DIR` instead of `--dataset`: nothing is re-embedded. `--streaming` reads the
+shards lazily (large sets; needs `--max_steps`):
+
+    sonar-llm embed stories.jsonl --output corpus/ --model sonar_llm_hf/demo/demo_model
+    python examples/pretrain.py --preset tiny --sonar_name_or_path sonar_llm_hf/demo/demo_model \
+        --embedded_corpus corpus/ --eval_fraction 0.1 --output_dir out/tiny --global_batch_size 8
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from finetune import load_documents, train_and_evaluate  # noqa: E402  (the same
 
 from sonar_llm_hf import SONAR_LLM_PRESETS, SonarLLMConfig, SonarLLMForCausalSentenceModeling, llama_preset  # noqa: E402
 from sonar_llm_hf.training.data import SonarLLMDataCollator, prepare_dataset  # noqa: E402
+from sonar_llm_hf.training.embedded_corpus import load_embedded_corpus, prepare_embedded_dataset  # noqa: E402
 from sonar_llm_hf.training.lora import resolve_mixed_precision, save_tokenizer_callback  # noqa: E402
 
 logger = logging.getLogger("pretrain")
@@ -88,6 +97,11 @@ class PretrainArguments:
     shard_size: int = field(default=1000, metadata={"help": "documents per resumable embedding shard"})
     preprocessing_num_workers: int | None = field(default=None)
     prepare_only: bool = field(default=False, metadata={"help": "embed the corpus, then exit"})
+    embedded_corpus: str | None = field(default=None, metadata={"help": "`sonar-llm embed` output folder, read "
+                                                                        "instead of --dataset (no re-embedding)"})
+    eval_embedded_corpus: str | None = field(default=None, metadata={"help": "`sonar-llm embed` folder for the "
+                                                                             "validation loss"})
+    streaming: bool = field(default=False, metadata={"help": "stream --embedded_corpus (needs --max_steps)"})
 
 
 def with_recipe(argv: list[str]) -> list[str]:
@@ -142,11 +156,35 @@ def embed_corpus(documents, model, args: PretrainArguments, training_args: Train
     return prepared[0] if parts == 1 else datasets.concatenate_datasets(prepared)
 
 
+def read_embedded(args: PretrainArguments, model, training_args: TrainingArguments):
+    """Training (and validation) examples from `sonar-llm embed` shards, checked against the model's encoder."""
+    options = dict(max_sentences=args.max_sentences, add_begin=args.add_begin)
+
+    def examples(path):
+        corpus = load_embedded_corpus(path, streaming=args.streaming)
+        return prepare_embedded_dataset(corpus, model, corpus_path=path, **options)
+
+    train = examples(args.embedded_corpus)
+    if args.max_train_samples and args.streaming:
+        train = train.take(args.max_train_samples)
+    elif args.max_train_samples:
+        train = train.select(range(min(args.max_train_samples, len(train))))
+    evaluation = examples(args.eval_embedded_corpus) if args.eval_embedded_corpus else None
+    if evaluation is None and args.eval_fraction > 0:
+        if args.streaming:
+            raise ValueError("--eval_fraction cannot split a streamed corpus: pass --eval_embedded_corpus.")
+        parts = train.train_test_split(test_size=args.eval_fraction, seed=0)
+        train, evaluation = parts["train"], parts["test"]
+    return train, evaluation
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = HfArgumentParser((PretrainArguments, TrainingArguments))
     args, training_args = parser.parse_args_into_dataclasses(with_recipe(sys.argv[1:] if argv is None else argv))
-    if not args.sonar_name_or_path or not args.dataset:
-        parser.error("--sonar_name_or_path and --dataset are required")
+    if not args.sonar_name_or_path or not (args.dataset or args.embedded_corpus):
+        parser.error("--sonar_name_or_path and --dataset (or --embedded_corpus) are required")
+    if args.streaming and (not args.embedded_corpus or training_args.max_steps <= 0):
+        parser.error("--streaming reads --embedded_corpus lazily and needs --max_steps (its length is unknown)")
     training_args = resolve_mixed_precision(training_args, args.precision)
     if args.global_batch_size:
         per_step = training_args.per_device_train_batch_size * training_args.world_size
@@ -162,12 +200,16 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(training_args.seed)
     model = build_model(args)
     model.sonar_encoder.to(training_args.device)
-    train_docs, eval_docs = load_documents(args)
-    if eval_docs is not None and args.max_eval_samples:
-        eval_docs = eval_docs.select(range(min(args.max_eval_samples, len(eval_docs))))
-    train_set = embed_corpus(train_docs, model, args, training_args, "train")
-    eval_set = embed_corpus(eval_docs, model, args, training_args, "eval") if eval_docs is not None else None
-    logger.info(f"{len(train_set)} training documents" + (f", {len(eval_set)} for validation" if eval_set else ""))
+    if args.embedded_corpus:
+        train_set, eval_set = read_embedded(args, model, training_args)
+    else:
+        train_docs, eval_docs = load_documents(args)
+        if eval_docs is not None and args.max_eval_samples:
+            eval_docs = eval_docs.select(range(min(args.max_eval_samples, len(eval_docs))))
+        train_set = embed_corpus(train_docs, model, args, training_args, "train")
+        eval_set = embed_corpus(eval_docs, model, args, training_args, "eval") if eval_docs is not None else None
+    if not args.streaming:
+        logger.info(f"{len(train_set)} training documents" + (f", {len(eval_set)} for validation" if eval_set else ""))
     if args.prepare_only:
         return 0
     if eval_set is None and training_args.eval_strategy != "no":

@@ -2,6 +2,7 @@
 
     sonar-llm generate "Once upon a time, there was a cat. The cat was hungry." [--model PATH_OR_REPO]
     sonar-llm evaluate --model M --dataset D [--split S] [--prefix short|long|both] [--limit N] --out DIR
+    sonar-llm embed INPUT... --output DIR [--lang L | --lang-column C] [--model M] [--dtype D] [--max-tokens N]
 
 Sentences are printed as soon as they are decoded. Without `--model` the offline demo model is used (see
 `sonar_llm_hf.demo`): a miniature trained here to show the method, not a language model. On CPU in fp32, `generate`
@@ -111,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="the paper's evaluation protocol (NLG, token CE, judge prompts)")
     add_evaluate_arguments(evaluate)
     evaluate.set_defaults(func=run_evaluate)
+    from .embedding.runner import add_embed_arguments, run_embed
+
+    embed = commands.add_parser("embed", help="split and SONAR-embed a corpus into parquet shards (LCM's layout)")
+    add_embed_arguments(embed)
+    embed.set_defaults(func=run_embed)
     return parser
 
 

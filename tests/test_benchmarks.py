@@ -71,3 +71,20 @@ def test_bench_demo_generation_quick():
     assert [row["latent_temperature"] for row in results["diversity"]] == [0.0, 0.1]
     # Without latent noise a seed changes only the re-decodes of avoided sentences; with it, whole stories.
     assert 1 <= results["diversity"][0]["distinct_per_prompt"] < results["diversity"][1]["distinct_per_prompt"]
+
+
+def test_bench_embed_quick():
+    """Without the reference env, --quick times our bucketed and unbucketed encoder on a tiny model."""
+    stdout, results = run("bench_embed.py")
+    assert "| row | sentences/s |" in stdout
+    rows = results["rows"]
+    assert set(rows) == {"ours_bucketed", "ours_unbucketed"} and results["sentences"] == 64
+    assert rows["ours_unbucketed"]["max_abs_diff_vs_bucketed"] < 1e-5  # same embeddings, other batches
+    assert all(row["sentences_per_s"] > 0 and row["peak_rss"] > 0 for row in rows.values())
+
+
+def test_bench_load_memory_quick():
+    stdout, rows = run("bench_load_memory.py")
+    assert "| part | safetensors |" in stdout
+    assert [r["part"] for r in rows] == ["encoder", "decoder"]
+    assert all(r["file_bytes"] >= r["param_bytes"] > 0 and r["peak_added"] > 0 for r in rows)

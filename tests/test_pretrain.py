@@ -55,3 +55,29 @@ def test_pretrain_on_the_story_world(tmp_path):
     model = AutoModel.from_pretrained(out)
     assert model.config.llama_config.hidden_size == 64 and model.tokenizer is not None
     assert len(model.generate("Tom had a red ball. He went to the park.", max_new_sentences=1).sentences[0]) <= 1
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_pretrain_reads_embed_shards_without_re_embedding(tmp_path, streaming, monkeypatch):
+    from sonar_llm_hf import demo
+    from sonar_llm_hf.cli import main as cli_main
+    from sonar_llm_hf.models.modeling_sonar_text import SonarTextEncoder
+
+    data = tmp_path / "stories.jsonl"
+    data.write_text("".join(json.dumps({"text": story_to_text(s)}) + "\n" for s in generate_corpus(12, seed=3)))
+    corpus = tmp_path / "corpus"
+    assert cli_main(["embed", str(data), "--output", str(corpus), "--model", demo.default_model_path(),
+                     "--shard-rows", "5", "--device", "cpu", "--no-progress"]) == 0  # fmt: skip
+    encoded = []  # every SONAR encoder call during pretraining: only the end sentence, once
+    original = SonarTextEncoder.encode_token_ids
+    monkeypatch.setattr(SonarTextEncoder, "encode_token_ids",
+                        lambda self, ids, **kw: encoded.append(len(ids)) or original(self, ids, **kw))  # fmt: skip
+    out = tmp_path / "out"
+    argv = ["--preset", "tiny", "--sonar_name_or_path", demo.default_model_path(), "--embedded_corpus", str(corpus),
+            "--output_dir", str(out), "--per_device_train_batch_size", "2", "--global_batch_size", "2",
+            "--max_steps", "3", "--logging_steps", "1", "--save_strategy", "no", "--use_cpu", "--disable_tqdm",
+            "true", "--report_to", "none", "--eval_strategy", "no", *(["--streaming"] if streaming else [])]  # fmt: skip
+    assert _pretrain().main(argv) == 0
+    assert encoded == [1]
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 3 and all(e["loss"] > 0 for e in state["log_history"] if "loss" in e)
