@@ -61,7 +61,9 @@ def ours(variant: str, folder: str, spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     torch.set_num_threads(spec["threads"])
     torch.set_grad_enabled(False)
-    encoder = SonarTextEncoder.from_pretrained(folder).eval()
+    from sonar_llm_hf.speed import prepare_for_inference
+
+    encoder = prepare_for_inference(SonarTextEncoder.from_pretrained(folder), kernels="onednn")  # as `embed` runs it
     tokenizer = encoder.tokenizer
 
     def run(texts):

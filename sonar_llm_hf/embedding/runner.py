@@ -91,7 +91,10 @@ def load_sonar_encoder(model: str | None, dtype: str = "float32", device: str | 
                          "converter's `encoder` folder or a SONAR-LLM folder).")  # fmt: skip
     del loaded  # a SONAR-LLM's decoder and backbone are not needed
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return encoder.to(device).eval(), tokenizer, str(path)
+    from ..speed import prepare_for_inference
+
+    # oneDNN products on fp32 CPU and padding-free batches: exact, weights untouched (the shards' fingerprint holds)
+    return prepare_for_inference(encoder.to(device), kernels="onednn"), tokenizer, str(path)
 
 
 class SentencePreparer:
