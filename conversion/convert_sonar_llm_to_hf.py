@@ -36,6 +36,7 @@ from pathlib import Path
 
 from sonar_llm_hf import SONAR_LLM_PRESETS
 from sonar_llm_hf.conversion import ConversionError
+from sonar_llm_hf.conversion.output import check_replaceable
 from sonar_llm_hf.conversion.sonar_llm import convert_sonar_llm, read_source, resolve_add_begin, resolve_backbone
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling publish.py, also when imported from elsewhere
@@ -45,12 +46,6 @@ from publish import PublishError, publish_folder  # noqa: E402
 BACKBONE_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "head_dim",
                    "num_key_value_heads", "hidden_act", "rms_norm_eps", "rope_parameters", "attention_bias",
                    "mlp_bias")  # fmt: skip
-# Everything a conversion writes: an existing output holding anything else is never replaced.
-WRITTEN_FILES = re.compile(
-    r"config\.json|generation_config\.json|README\.md|[A-Za-z0-9_]+\.py"
-    r"|model(-\d+-of-\d+)?\.safetensors|model\.safetensors\.index\.json"
-    r"|tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|[A-Za-z0-9_.-]+\.model"
-)
 CARD_SOURCE = re.compile(r"conversion of `([^`]+)`")  # written by sonar_llm_hf.conversion.model_card
 
 
@@ -120,12 +115,6 @@ def check_output(output, checkpoint, backbone: dict, embed_dim: int) -> None:
             f"Output folder {output} already holds other files (a different model?): {', '.join(entries[:6])}. "
             "Choose an empty or new folder."
         )
-    foreign = [name for name in entries if not WRITTEN_FILES.fullmatch(name)]
-    if foreign:
-        raise ConversionError(
-            f"Output folder {output} holds files a conversion does not write ({', '.join(foreign[:6])}); "
-            "replacing the folder would delete them. Choose an empty or new folder."
-        )
     existing = {k: config.get("llama_config", {}).get(k) for k in BACKBONE_FIELDS[:6]}
     wanted = {k: backbone[k] for k in BACKBONE_FIELDS[:6]}
     if existing != wanted or config.get("embed_dim") != embed_dim:
@@ -144,6 +133,7 @@ def check_output(output, checkpoint, backbone: dict, embed_dim: int) -> None:
             f"{previous.group(1) if previous else 'an unknown source'}, not from {Path(checkpoint).name}. "
             "Choose an empty or new folder."
         )
+    check_replaceable(output)  # exactly the files that conversion wrote (its manifest), or nothing is touched
 
 
 def _use_umask_permissions(folder: Path) -> None:
@@ -244,7 +234,7 @@ def main(argv=None) -> int:
     print(f"parameters: {report['trainable_parameters']:,} backbone and projectors, {report['total_parameters']:,} "
           "with SONAR")  # fmt: skip
     print(f"dropped {report['dropped_parameters']:,} parameters of the untrained Llama token embedding/head")
-    print(f"SONAR decoder: {report['decoder_copy']}")
+    print(f"SONAR decoder: {report['decoder_copy']}; the checkpoint bundled it as: {report['decoder_layout']}")
     print(f"add_begin: {str(report['add_begin']).lower()} ({report['add_begin_source']})")
     if "commit" in report:
         print(f"published: {getattr(report['commit'], 'commit_url', report['commit'])}")

@@ -5,7 +5,7 @@
 
 writes `sonar/encoder` and `sonar/decoder` (model.safetensors, config.json with `auto_map`, the model code for
 `trust_remote_code`, and the tokenizer), reloads them and checks their outputs before reporting. Either checkpoint
-may be given alone. What it does (code in `sonar_llm_hf/conversion_sonar.py`):
+may be given alone. What it does (code in `sonar_llm_hf/conversion/sonar.py`):
 
 - reads `{"model": state_dict}` with `torch.load(weights_only=True)`: a file that would run code is refused unread;
 - renames every key by the regex tables `ORIGINAL_TO_CONVERTED_KEY_MAPPING` and refuses missing, unexpected or

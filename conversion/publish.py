@@ -34,9 +34,22 @@ def files_to_upload(folder) -> list[tuple[str, int]]:
 
 
 def _check_folder(folder: Path) -> None:
-    missing = [name for name in ("config.json", "README.md") if not (folder / name).is_file()]
+    """Publish only a converter's own output, unchanged: the upload deletes remote weight files this folder lacks,
+    so a folder with files of unknown origin must not stand for the repository."""
+    from sonar_llm_hf.conversion.output import MANIFEST, foreign_files
+
+    if not folder.is_dir():
+        raise PublishError(f"{folder} is not a folder: nothing published.")
+    missing = [name for name in ("config.json", "README.md", MANIFEST) if not (folder / name).is_file()]
     if missing:
         raise PublishError(f"{folder} holds no {' or '.join(missing)}: not a converted folder, nothing published.")
+    uploaded = {name for name, _ in files_to_upload(folder)}  # huggingface_hub never sends .git/ or its .cache/
+    foreign = [name for name in foreign_files(folder) if name in uploaded]
+    if foreign:
+        raise PublishError(
+            f"{folder} holds {len(foreign)} file(s) the conversion did not write, or that changed since: "
+            f"{', '.join(foreign[:10])}. Nothing published: re-run the converter, or move those files away."
+        )
 
 
 def describe_upload(folder, repo_id: str, private: bool = False, revision: str | None = None) -> str:

@@ -247,24 +247,39 @@ print(json.dumps({{"module": type(model).__module__, "heads": model.config.llama
     assert result["module"].startswith("transformers_modules")
 
 
-def test_bundled_decoder_prefix(sonar_dir, reference_state, tmp_path):
-    # The reference's `sonar_decoder` is an EmbeddingToTextModelPipeline (an nn.Module holding the fairseq2 model
-    # as `.model`), so its keys read `sonar_decoder.model.decoder...`; a bare decoder module would give
-    # `sonar_decoder.decoder...`. The reference code leaves the exact prefix open, so both are compared. (What a
-    # differing copy does: test_convert_sonar_llm_faithful.py.)
-    def with_prefix(prefix):
-        def rename(key):
-            rest = key[len("sonar_decoder.") :]
-            return prefix + (rest[len("model.") :] if rest.startswith("model.") else rest)
+@pytest.mark.parametrize(
+    "source, layout",
+    [
+        ("checkpoint_step_7.pt", "sonar-space pipeline (sonar_decoder.model.decoder.*)"),
+        ("one_level.pt", "decoder module (sonar_decoder.*)"),
+        ("hub_with_decoder", "sonar-space pipeline (sonar_decoder.model.decoder.*)"),
+        ("hub", "none bundled"),
+    ],
+)
+def test_every_layout_the_reference_writes_converts_without_flags(sonar_dir, tmp_path, source, layout):
+    """Fixtures written by the reference's own classes in the reference env (make_reference_fixtures.py): the
+    training wrapper holding sonar-space's EmbeddingToTextModelPipeline, the decoder module itself, and the Hub
+    layout with and without the decoder. The identical bundled decoder converts with no flag, and the report says
+    which layout held it."""
+    report = cli.convert(REFERENCE / "sonar_llm" / source, sonar_dir, tmp_path / "out", config=CONFIG)
+    assert report["decoder_layout"] == layout
+    expected = "absent" if layout == "none bundled" else "identical to SONAR_DIR's"
+    assert report["decoder_copy"] == f"SONAR_DIR's; the checkpoint's own copy is {expected}" + (
+        " from the checkpoint" if expected == "absent" else ""
+    )
+    assert_reproduces_wrapper(tmp_path / "out", reference_state_of(source))
 
-        return {(rename(k) if k.startswith("sonar_decoder.") else k): v for k, v in reference_state.items()}
 
-    for prefix in ("sonar_decoder.model.", "sonar_decoder."):
-        state = with_prefix(prefix)
-        assert any(k.startswith(prefix + "decoder.layers.") for k in state)
-        path = save_training_checkpoint(state, tmp_path / "prefixed.pt")
-        report = cli.convert(path, sonar_dir, tmp_path / prefix, config=CONFIG)
-        assert report["decoder_copy"].endswith("identical to SONAR_DIR's")
+def reference_state_of(source: str) -> dict:
+    from sonar_llm_hf.conversion.sonar_llm import read_source
+
+    return read_source(REFERENCE / "sonar_llm" / source)[0]
+
+
+def test_a_differing_bundled_decoder_is_refused_naming_the_tensor(sonar_dir, tmp_path):
+    with pytest.raises(ConversionError, match=r"largest difference 0\.5 in decoder\.layers\.0\.fc1\.weight"):
+        cli.convert(REFERENCE / "sonar_llm" / "other_decoder.pt", sonar_dir, tmp_path / "out", config=CONFIG)
+    assert not (tmp_path / "out").exists()
 
 
 # -- the Hub layout --------------------------------------------------------------------------------------------
@@ -406,22 +421,31 @@ def test_existing_output_is_replaced_only_by_the_same_conversion(converted_dir, 
     cli.convert(CHECKPOINT, sonar_dir, output, config=CONFIG, dtype="bfloat16")  # a re-run: replaced
     assert AutoModel.from_pretrained(output).dtype == torch.bfloat16
     # another SONAR-LLM architecture in the folder
-    config = json.loads((output / "config.json").read_text())
+    original = (output / "config.json").read_bytes()
+    config = json.loads(original)
     different = copy.deepcopy(config)
     different["llama_config"]["num_hidden_layers"] = 3
     (output / "config.json").write_text(json.dumps(different))
     with pytest.raises(ConversionError, match=r"different SONAR-LLM \(hidden 32, 3 layers"):
         cli.convert(CHECKPOINT, sonar_dir, output, config=CONFIG)
-    (output / "config.json").write_text(json.dumps(config))
+    (output / "config.json").write_bytes(original)
     # same architecture, converted from another source
     folder = hub_folder(tmp_path / "hub", reference_state)
     with pytest.raises(ConversionError, match="converted from checkpoint_step_7.pt, not from hub"):
         cli.convert(folder, sonar_dir, output)
-    # files a conversion does not write would be deleted by replacing the folder
-    (output / "notes.txt").write_text("mine")
-    with pytest.raises(ConversionError, match=r"files a conversion does not write \(notes\.txt\)"):
+    # files the conversion did not write (its manifest says which it did) would be deleted by replacing the folder,
+    # whatever their names: notes, a user's own modeling code, a user's SentencePiece model
+    for name in ("notes.txt", "my_modeling.py", "my.model"):
+        (output / name).write_text("mine")
+        with pytest.raises(ConversionError, match=rf"1 file\(s\) that no earlier conversion wrote.*: {name}\. Nothing"):
+            cli.convert(CHECKPOINT, sonar_dir, output, config=CONFIG)
+        assert (output / name).read_text() == "mine" and not leftovers(tmp_path)
+        (output / name).unlink()
+    # a file the conversion wrote, changed since, is the user's too
+    with open(output / "generation_config.json", "a") as handle:
+        handle.write("\n")
+    with pytest.raises(ConversionError, match="generation_config.json"):
         cli.convert(CHECKPOINT, sonar_dir, output, config=CONFIG)
-    assert (output / "notes.txt").read_text() == "mine" and not leftovers(tmp_path)
 
 
 def test_failures_after_loading_leave_nothing(sonar_dir, tmp_path, monkeypatch):

@@ -13,6 +13,8 @@ from test_convert_sonar_llm import CHECKPOINT, CONFIG, sonar_dir  # noqa: F401 (
 from test_remote_code import run_without_package
 from transformers import AutoModel
 
+from sonar_llm_hf.conversion.output import write_manifest
+
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "conversion"))
 sys.path.insert(0, str(ROOT / "examples" / "space"))
@@ -90,9 +92,15 @@ def test_failed_upload_keeps_the_folder(sonar_dir, tmp_path, monkeypatch, capsys
 
 def test_publish_command(hub, tmp_path, capsys):
     assert publish.main([str(tmp_path), "org/tiny"]) == 2  # not a converted folder
-    assert "holds no config.json or README.md" in capsys.readouterr().err and hub == []
+    assert "holds no config.json or README.md or sonar_llm_hf_manifest.json" in capsys.readouterr().err and hub == []
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "README.md").write_text("---\nlicense: cc-by-nc-4.0\n---\n# tiny\n")
+    write_manifest(tmp_path, "sonar_llm")  # what a conversion records of its own files
+    (tmp_path / "mine.py").write_text("# a user's file: the upload would stand for the repository")
+    assert publish.main([str(tmp_path), "org/tiny"]) == 2
+    assert "1 file(s) the conversion did not write, or that changed since: mine.py" in capsys.readouterr().err
+    assert hub == []
+    (tmp_path / "mine.py").unlink()
     assert publish.main([str(tmp_path), "org/tiny", "--revision", "main"]) == 0
     assert [name for name, _, _ in hub] == ["create_repo", "upload_folder"]  # main exists already
 
@@ -167,7 +175,8 @@ def test_the_space_starts_from_its_requirements_in_a_fresh_virtualenv(tmp_path):
     from packaging.requirements import Requirement
 
     space = build_space(tmp_path / "space")
-    assert sorted(p.name for p in space.iterdir()) == ["README.md", "app.py", "requirements.txt", "sonar_llm_hf"]
+    assert sorted(p.name for p in space.iterdir()) == ["README.md", "app.py", "requirements.txt", "sonar_llm_hf",
+                                                       "sonar_llm_hf_manifest.json"]  # fmt: skip
     lines = [line.strip() for line in (space / "requirements.txt").read_text().splitlines()]
     requirements = [Requirement(line) for line in lines if line and not line.startswith("#")]
     assert all(r.url is None for r in requirements)  # names on an index, never a URL or a file of the Space

@@ -22,14 +22,16 @@ SPACE_FILES = ("app.py", "README.md", "requirements.txt")
 
 
 def build_space(output) -> Path:
-    """Write the Space folder to `output` (new or empty) and return it."""
+    """Write the Space folder to `output` and return it. `output` may be new, empty or an earlier build (its
+    manifest lists exactly its files); anything else in it is refused by name and left untouched."""
+    sys.path.insert(0, str(PACKAGE.parent))  # the package beside this script, installed or not
+    from sonar_llm_hf.conversion.output import atomic_output_dir
+
     output = Path(output)
-    if output.exists() and any(output.iterdir()):
-        raise SystemExit(f"build_space: {output} is not empty; choose a new folder.")
-    output.mkdir(parents=True, exist_ok=True)
-    for name in SPACE_FILES:
-        shutil.copy2(HERE / name, output / name)
-    shutil.copytree(PACKAGE, output / "sonar_llm_hf", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    with atomic_output_dir(output, kind="space") as staging:
+        for name in SPACE_FILES:
+            shutil.copy2(HERE / name, staging / name)
+        shutil.copytree(PACKAGE, staging / "sonar_llm_hf", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return output
 
 
@@ -37,7 +39,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output", type=Path)
     args = parser.parse_args(argv)
-    folder = build_space(args.output)
+    from sonar_llm_hf.conversion.checkpoints import ConversionError
+
+    try:
+        folder = build_space(args.output)
+    except (ConversionError, OSError) as error:  # a file in the way, a read-only folder, a full disk
+        print(f"build_space: error: {error}", file=sys.stderr)
+        return 2
     print(f"wrote {folder}; upload it with: hf upload OWNER/SPACE {folder} . --repo-type space")
     return 0
 

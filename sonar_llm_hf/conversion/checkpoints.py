@@ -96,7 +96,30 @@ def check_state_dict(state, what: str) -> dict[str, torch.Tensor]:
     bad = [f"{k!r} ({type(v).__name__})" for k, v in state.items() if not isinstance(k, str) or not torch.is_tensor(v)]
     if bad:
         raise ConversionError(f"{what}: {len(bad)} entr(y/ies) are not named tensors: {_listing(bad)}")
+    check_weights(state, what)
     return dict(state)
+
+
+def check_weights(state: Mapping[str, torch.Tensor], what: str) -> None:
+    """Every weight a floating-point tensor of finite values, checked before anything is written: an integer or bool
+    table would be cast silently, and a NaN or inf would be written and only show up as garbage output later."""
+    not_float = [f"{k} ({v.dtype})" for k, v in state.items() if not v.is_floating_point()]
+    if not_float:
+        raise ConversionError(
+            f"{what}: {len(not_float)} weight(s) are not floating-point tensors: {_listing(not_float)}. "
+            "A SONAR/SONAR-LLM checkpoint holds float weights only: this file is damaged or not such a checkpoint."
+        )
+    not_finite = []
+    for key, tensor in state.items():
+        finite = torch.isfinite(tensor)
+        if not bool(finite.all()):
+            nan = int(torch.isnan(tensor).sum())
+            not_finite.append(f"{key} ({nan} NaN, {int((~finite).sum()) - nan} inf of {tensor.numel()})")
+    if not_finite:
+        raise ConversionError(
+            f"{what}: {len(not_finite)} weight(s) hold NaN or inf values: {_listing(not_finite)}. Converting them "
+            "would write a model that computes garbage; use a checkpoint saved before training diverged."
+        )
 
 
 def permute_special_rows(weight: torch.Tensor, order: Sequence[int] = FS2_TO_HF_SPECIAL_ROWS) -> torch.Tensor:

@@ -259,7 +259,7 @@ def convert_sonar(
                     f"{tokenizer_path} does not belong to this checkpoint."
                 )
     output = Path(output)
-    with atomic_output_dirs(output, list(models), is_same_model=_holds_sonar) as staging:
+    with atomic_output_dirs(output, list(models), kind="sonar") as staging:
         for name, model in models.items():
             model.tokenizer = tokenizer  # save_pretrained writes it beside the weights (None: a folder without one)
             model.save_pretrained(staging[name])
@@ -272,16 +272,6 @@ def _build_tokenizer(build, path):
         return build(path)
     except Exception as error:  # sentencepiece / tokenizers raise RuntimeError, OSError, ... on a bad file
         raise ConversionError(f"Could not read {path} as a SentencePiece model: {error}") from error
-
-
-def _holds_sonar(path: Path, name: str) -> bool:
-    import json
-
-    config = path / "config.json"
-    try:
-        return config.exists() and json.loads(config.read_text()).get("model_type") == f"sonar_text_{name}"
-    except (OSError, ValueError):
-        return False
 
 
 def _verify_reload(model, tokenizer, folder: Path, auto_model) -> None:

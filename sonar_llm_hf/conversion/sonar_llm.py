@@ -28,7 +28,7 @@ from .backbone import (  # noqa: F401 (re-exported: the CLI and tests import the
     resolve_add_begin,
     resolve_backbone,
 )
-from .checkpoints import ConversionError, check_against_model, load_checkpoint, map_keys
+from .checkpoints import ConversionError, check_against_model, check_state_dict, load_checkpoint, map_keys
 from .sonar import DECODER_KEY_MAPPING, build_decoder, convert_state
 
 BACKBONE_KEY_MAPPING = {
@@ -82,7 +82,7 @@ def read_source(checkpoint) -> tuple[dict[str, torch.Tensor], dict | None]:
         raise ConversionError(
             f"{checkpoint} is not a SONAR-LLM checkpoint: no `forward_proj.linear.*` keys (found {shown})."
         )
-    return loaded, hub_config
+    return check_state_dict(loaded, f"SONAR-LLM checkpoint {checkpoint}"), hub_config
 
 
 DECODER_CHOICES = ("check", "checkpoint", "sonar")  # refuse a mismatch / the checkpoint's own / SONAR_DIR's anyway
@@ -148,7 +148,8 @@ def build_sonar_llm(
         converted[f"sonar_decoder.{name}"] = tensor
     report = {"dropped_parameters": dropped, "preset": matching_preset(backbone.config),
               "config_source": backbone.source, "reference_llama_config": backbone.reference_llama_config,
-              "decoder_copy": decoder_note, "add_begin": begin, "add_begin_source": begin_source}  # fmt: skip
+              "decoder_copy": decoder_note, "add_begin": begin, "add_begin_source": begin_source,
+              "decoder_layout": bundled_decoder_layout(state)[1] or "none bundled"}  # fmt: skip
     with torch.device("meta"):
         skeleton = SonarLLMForCausalSentenceModeling(config)
     check_against_model(converted, skeleton, "SONAR-LLM checkpoint")
@@ -158,21 +159,47 @@ def build_sonar_llm(
     return model.eval(), report
 
 
+# How a training checkpoint holds its frozen SONAR decoder (REFERENCE.md §8): the reference wrapper's `sonar_decoder`
+# is sonar-space's `EmbeddingToTextModelPipeline`, whose `.model` is `SonarEncoderDecoderModel(DummyEncoderModel(),
+# decoder)`; a wrapper holding the decoder module itself gives the one-level layout.
+DECODER_LAYOUTS = {
+    "sonar_decoder.model.decoder.": "sonar-space pipeline (sonar_decoder.model.decoder.*)",
+    "sonar_decoder.model.": "decoder model under `.model` (sonar_decoder.model.*)",
+    "sonar_decoder.": "decoder module (sonar_decoder.*)",
+}
+
+
+def bundled_decoder_layout(state: dict) -> tuple[dict[str, torch.Tensor], str | None]:
+    """-> (the checkpoint's own SONAR decoder in fairseq2 names, which layout held it), or ({}, None) if it holds none.
+
+    The layout is the longest prefix under which every bundled key lies and fairseq2's output projection
+    (`final_proj.weight`) is found."""
+    bundled_keys = [k for k in state if k.startswith("sonar_decoder.")]
+    if not bundled_keys:
+        return {}, None
+    for prefix, layout in DECODER_LAYOUTS.items():
+        if all(k.startswith(prefix) for k in bundled_keys):
+            inner = {k[len(prefix) :]: state[k] for k in bundled_keys}
+            if "final_proj.weight" in inner:  # other keys are checked by the decoder's key table, by name
+                return inner, layout
+    return {k[len("sonar_decoder.") :]: state[k] for k in bundled_keys}, "unrecognised"
+
+
 def bundled_decoder_state(state: dict) -> dict[str, torch.Tensor]:
-    """The checkpoint's own SONAR decoder in fairseq2 names (`sonar_decoder.[model.]*`), or {} if it holds none."""
-    prefix = "sonar_decoder."
-    bundled = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    if bundled and all(k.startswith("model.") for k in bundled):  # the pipeline module holds the model as `.model`
-        bundled = {k[len("model.") :]: v for k, v in bundled.items()}
-    return bundled
+    """The checkpoint's own SONAR decoder in fairseq2 names, or {} if it holds none."""
+    return bundled_decoder_layout(state)[0]
 
 
 def compare_bundled_decoder(state: dict, decoder) -> tuple[str, str]:
     """-> (status, description): the checkpoint's own decoder vs SONAR_DIR's. status: absent, identical, differs,
     not comparable. A difference names the largest one and its tensor; SONAR_DIR's dtype is the comparison's."""
-    bundled = bundled_decoder_state(state)
+    bundled, layout = bundled_decoder_layout(state)
     if not bundled:
         return "absent", "absent from the checkpoint (Hub layout)"
+    if layout == "unrecognised":
+        shown = ", ".join(f"sonar_decoder.{k}" for k in sorted(bundled)[:3])
+        return "not comparable", (f"not comparable with SONAR_DIR's: its keys ({shown}, ...) are in no "
+                                  f"known layout ({'; '.join(DECODER_LAYOUTS.values())})")  # fmt: skip
     try:
         mapped = convert_state(bundled, DECODER_KEY_MAPPING, "bundled SONAR decoder")
     except ConversionError as error:
@@ -189,11 +216,13 @@ def compare_bundled_decoder(state: dict, decoder) -> tuple[str, str]:
     worst, where = 0.0, None
     for key, tensor in ours.items():
         difference = float((mapped[key].to(tensor.dtype).float() - tensor.float()).abs().max())
-        if difference > worst:
+        if not difference <= worst:  # NaN counts as the largest difference, never as none
             worst, where = difference, key
+        if difference != difference:
+            break
     if where is None:
-        return "identical", "identical to SONAR_DIR's"
-    return "differs", f"differs from SONAR_DIR's: largest difference {worst:.3g} in {where}"
+        return "identical", f"identical to SONAR_DIR's (layout: {layout})"
+    return "differs", f"differs from SONAR_DIR's: largest difference {worst:.3g} in {where} (layout: {layout})"
 
 
 def choose_decoder(state: dict, sonar_decoder, decoder: str = "check"):
@@ -264,7 +293,7 @@ def convert_sonar_llm(
     trainable = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("sonar_"))
     total = sum(p.numel() for p in model.parameters())
     probe = torch.randn(2, 5, model.config.embed_dim, generator=torch.Generator().manual_seed(0)) * 0.05
-    with atomic_output_dir(output, is_same_model=_holds_sonar_llm) as staging:
+    with atomic_output_dir(output, kind="sonar_llm") as staging:
         model.save_pretrained(staging)
         model.tokenizer.save_pretrained(staging)
         card = build_model_card(name, report["preset"], model.config, source=f"`{Path(checkpoint).name}`",
@@ -286,8 +315,3 @@ def convert_sonar_llm(
 def _without_paths(text: str) -> str:
     """`--config /home/me/SonarLLM_900M.json` -> `--config SonarLLM_900M.json`: no local paths in a public card."""
     return re.sub(r"(--config )(\S+)", lambda m: m.group(1) + Path(m.group(2)).name, text)
-
-
-def _holds_sonar_llm(path: Path) -> bool:
-    config = path / "config.json"
-    return config.exists() and json.loads(config.read_text()).get("model_type") == "sonar_llm"
