@@ -43,7 +43,7 @@ from sonar_llm_hf.demo.ordinary_prompts import (
     main_character,
 )
 from sonar_llm_hf.demo.story_world import generate_corpus, split_corpus
-from sonar_llm_hf.models.repetition_sonar_llm import CONTROL_DEFAULTS
+from sonar_llm_hf.models.generation_sonar_llm import CONTROL_DEFAULTS
 
 REFERENCE = dict(CONTROL_DEFAULTS)  # the reference loop: every control off
 

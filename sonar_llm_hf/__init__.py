@@ -23,7 +23,7 @@ from .models.generation_sonar_llm import PrintSentenceStreamer, SentenceStreamer
 from .models.modeling_sonar_llm import SonarLLMForCausalSentenceModeling, SonarLLMOutput
 from .models.modeling_sonar_text import SonarTextDecoder, SonarTextEncoder
 from .models.pipeline_sonar_llm import PACKAGE_TASK, SonarLLMSentencePipeline
-from .models.splitting_sonar_llm import split_sentences
+from .models.tokenization_sonar import split_sentences
 from .models.tokenization_sonar import SONAR_LANGUAGES, check_language
 from .speed import pack_sonar, prepare_for_inference, quantize_sonar, unpack_sonar
 from .training.data import SonarLLMDataCollator, prepare_dataset, split_documents

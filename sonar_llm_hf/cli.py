@@ -55,7 +55,7 @@ def _generate(args: argparse.Namespace) -> int:
         options.update(do_sample=True, temperature=args.temperature, top_p=args.top_p)
     options = {k: v for k, v in options.items() if v is not None}
     if args.reference_loop:  # the saved controls give way to the reference's (None included); given flags still win
-        from .models.repetition_sonar_llm import CONTROL_DEFAULTS
+        from .models.generation_sonar_llm import CONTROL_DEFAULTS
 
         options = {**CONTROL_DEFAULTS, **options}
     model.generate(prompts, streamer=streamer, **options)
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--temperature", type=float, default=0.6)
     gen.add_argument("--top-p", type=float, default=0.9)
     gen.add_argument("--seed", type=int, default=None)
-    # Sentence-level controls (repetition_sonar_llm.py); unset flags keep the model's saved generation settings.
+    # Sentence-level controls (generation_sonar_llm.py); unset flags keep the model's saved generation settings.
     gen.add_argument("--min-new-sentences", type=int, default=None,
                      help="avoid the end sentence before this many generated sentences")
     gen.add_argument("--repetition-threshold", type=float, default=None,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from sonar_llm_hf.models.loading_sonar import execution_device
+from sonar_llm_hf.models.tokenization_sonar import execution_device
 
 PROMPTS = [["The cat sat on the mat.", "It was happy."], ["A dog ran."]]
 

@@ -7,7 +7,7 @@ from sonar_llm_hf.testing.reference import reference_backbone, reference_loss
 from transformers import AutoConfig, AutoModel, LlamaConfig, LlamaForCausalLM
 
 from sonar_llm_hf import SonarLLMConfig, SonarLLMForCausalSentenceModeling
-from sonar_llm_hf.models.loss_sonar_llm import chunked_token_cross_entropy
+from sonar_llm_hf.models.modeling_sonar_llm import chunked_token_cross_entropy
 from sonar_llm_hf.models.tokenization_sonar import encode_target
 
 DOCUMENTS = [

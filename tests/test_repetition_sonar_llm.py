@@ -10,7 +10,7 @@ from test_generation_sonar_llm import PROMPTS, make_end_predictable
 from transformers import GenerationConfig
 
 from sonar_llm_hf import SonarLLMForCausalSentenceModeling
-from sonar_llm_hf.models.repetition_sonar_llm import (
+from sonar_llm_hf.models.generation_sonar_llm import (
     CONTROL_DEFAULTS,
     ContinuationHistory,
     _chi2_quantile,

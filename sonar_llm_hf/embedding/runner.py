@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.splitting_sonar_llm import split_sentences
+from ..models.tokenization_sonar import split_sentences
 from ..models.tokenization_sonar import check_language, encode_source
 from .buckets import encode_bucketed
 from .inputs import load_documents, owned_shards, process_rank

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, EncoderDecoderCache
 
-from .validation_sonar import check_decoder_positions, check_decoding
+from .configuration_sonar_text import check_decoder_positions, check_decoding
 
 # Vocabulary rows projected at a time when scoring a step: a chunk of logits for 80 hypotheses (5 MB) stays in cache
 # while it is reduced, instead of writing and re-reading 80 MB of logits.

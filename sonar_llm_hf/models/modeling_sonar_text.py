@@ -33,7 +33,7 @@ from transformers.utils import can_return_tuple, logging
 
 from .configuration_sonar_text import SonarTextDecoderConfig, SonarTextEncoderConfig
 from .generation_sonar_text import SonarDecodingSettings, fairseq2_beam_search
-from .loading_sonar import SonarTokenizerMixin, execution_device
+from .tokenization_sonar import SonarTokenizerMixin, execution_device
 from .tokenization_sonar import (
     check_language,
     decode_ids,
@@ -41,7 +41,7 @@ from .tokenization_sonar import (
     suppressed_token_ids,
     validate_texts,
 )
-from .validation_sonar import check_decoder_positions, check_decoding, check_encoder_length, check_token_labels
+from .configuration_sonar_text import check_decoder_positions, check_decoding, check_encoder_length, check_token_labels
 
 logger = logging.get_logger(__name__)
 
@@ -76,7 +76,7 @@ def check_sentence_embeddings(embeddings: torch.Tensor, dim: int, name: str = "s
 
 class SonarTextPreTrainedModel(SonarTokenizerMixin, M2M100PreTrainedModel):
     """Shares M2M100's weight init (which also rebuilds the sinusoidal position tables after meta-device init), and
-    loads and saves the tokenizer with the weights (`loading_sonar.py`)."""
+    loads and saves the tokenizer with the weights (`tokenization_sonar.py`)."""
 
     base_model_prefix = ""
     supports_gradient_checkpointing = True

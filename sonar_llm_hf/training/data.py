@@ -47,7 +47,7 @@ from collections import Counter
 import numpy as np
 import torch
 
-from ..models.splitting_sonar_llm import split_sentences
+from ..models.tokenization_sonar import split_sentences
 from ..models.tokenization_sonar import check_language, encode_target
 
 logger = logging.getLogger(__name__)
