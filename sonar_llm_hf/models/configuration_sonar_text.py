@@ -21,6 +21,7 @@ import torch
 # instead. Left alone, `num_beams=0` dies in a division deep in the search, `top_p=2.0` or `max_new_sentences=-1` run
 # and silently mean something else, and a `max_length` past the decoder's positions would be cut without a word.
 
+
 def check_integer(name: str, value, minimum: int, maximum: int | None = None, allow_none: bool = False, hint=""):
     """Raise unless `value` is an integer (not a bool) in [minimum, maximum] (or None when `allow_none`)."""
     if value is None and allow_none:

@@ -30,7 +30,6 @@ from .tokenization_sonar import split_sentences
 from .tokenization_sonar import check_language, encode_source
 from .configuration_sonar_text import check_bool, check_decoding, check_integer
 import math
-from .configuration_sonar_text import check_bool, check_integer
 
 
 # Sentence-level controls of SONAR-LLM's `generate`: repetition, a minimum length, and latent sampling.
@@ -178,6 +177,7 @@ STOP_OUTCOMES = {"end": (True, "end"), "stop": (False, "repetition"), "early_end
 
 def avoid_temperature(options: dict, attempt: int) -> float:
     return options["latent_temperature"] + attempt * options["avoid_temperature"]
+
 
 # Every option of `SonarLLMForCausalSentenceModeling.generate`, with the reference loop's values. They are stored in
 # the model's `GenerationConfig` (unknown keys round-trip through generation_config.json).
@@ -347,7 +347,9 @@ def _normalise_prompts(prompts, lang: str, dim: int):
         if prompts.dim() == 2:
             prompts = prompts.unsqueeze(0)
         if prompts.dim() != 3:
-            raise ValueError(f"Embedding prompts must have shape (B, T, {dim}) or (T, {dim}), got {tuple(prompts.shape)}.")
+            raise ValueError(
+                f"Embedding prompts must have shape (B, T, {dim}) or (T, {dim}), got {tuple(prompts.shape)}."
+            )
         prompts = list(prompts)
     if isinstance(prompts, str):
         prompts = [prompts]
@@ -384,7 +386,9 @@ def _embed_texts(model, tokenizer, texts: list[str], lang: str, batch_size: int)
     non_empty = [i for i, t in enumerate(texts) if t.strip()]
     ids = [[lang_id, eos_id] for _ in texts]
     if non_empty:
-        encoded = encode_source(tokenizer, [texts[i] for i in non_empty], lang, model.sonar_encoder.config.max_position_embeddings)
+        encoded = encode_source(
+            tokenizer, [texts[i] for i in non_empty], lang, model.sonar_encoder.config.max_position_embeddings
+        )
         for i, row in zip(non_empty, encoded):
             ids[i] = row
     return model.sonar_encoder.encode_token_ids(ids, batch_size=batch_size, progress_bar=False)
@@ -562,7 +566,16 @@ def generate_sentences(model, prompts, streamer: SentenceStreamer | None = None,
 
 
 __all__ = [
-    'AVOIDED', 'CONTROL_DEFAULTS', 'REPETITION_ACTIONS', 'STOP_OUTCOMES', 'ContinuationHistory', 'avoid_temperature', 'check_control_options', 'judge_sentence', 'latent_noise', 'sample_latent',
+    "AVOIDED",
+    "CONTROL_DEFAULTS",
+    "REPETITION_ACTIONS",
+    "STOP_OUTCOMES",
+    "ContinuationHistory",
+    "avoid_temperature",
+    "check_control_options",
+    "judge_sentence",
+    "latent_noise",
+    "sample_latent",
     "DEFAULT_SENTENCE_GENERATION",
     "SonarLLMGenerateOutput",
     "SentenceStreamer",

@@ -39,6 +39,7 @@ from .configuration_sonar_text import check_token_labels
 # accumulation and data parallelism are exact. It holds only if every label that is not -100 is an item the model
 # scores; `check_countable_labels` refuses labels for which it does not (sentence 0, padded sentences, ...).
 
+
 class _LinearCrossEntropy(torch.autograd.Function):
     """Summed CE of `hidden @ weight.T` against `labels`, with its gradients computed during the forward pass.
 
@@ -161,6 +162,7 @@ def token_weighted_squared_error(pred: torch.Tensor, target: torch.Tensor, weigh
     per_sentence = (pred.float() - target.float()).pow(2).mean(dim=-1)  # (N,)
     return (per_sentence * weights.to(per_sentence)).sum()
 
+
 logger = logging.get_logger(__name__)
 
 
@@ -207,7 +209,9 @@ class SonarLLMPreTrainedModel(SonarTokenizerMixin, PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, M2M100SinusoidalPositionalEmbedding):
             # Position tables are buffers, never in checkpoints: rebuild them after meta-device init.
-            table = module.get_embedding(module.num_positions + module.offset, module.embedding_dim, module.padding_idx)
+            table = module.get_embedding(
+                module.num_positions + module.offset, module.embedding_dim, module.padding_idx
+            )
             with torch.no_grad():
                 module.weights.copy_(table.to(module.weights.device, module.weights.dtype))
 
@@ -508,4 +512,11 @@ SonarLLMConfig.register_for_auto_class()
 SonarLLMForCausalSentenceModeling.register_for_auto_class("AutoModel")
 
 __all__ = [
-    'chunked_token_cross_entropy', 'append_eos_target', 'check_countable_labels', 'token_weighted_squared_error',"SonarLLMForCausalSentenceModeling", "SonarLLMPreTrainedModel", "SonarLLMOutput"]
+    "chunked_token_cross_entropy",
+    "append_eos_target",
+    "check_countable_labels",
+    "token_weighted_squared_error",
+    "SonarLLMForCausalSentenceModeling",
+    "SonarLLMPreTrainedModel",
+    "SonarLLMOutput",
+]

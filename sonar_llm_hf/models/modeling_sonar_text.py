@@ -41,7 +41,7 @@ from .tokenization_sonar import (
     suppressed_token_ids,
     validate_texts,
 )
-from .configuration_sonar_text import check_decoder_positions, check_decoding, check_encoder_length, check_token_labels
+from .configuration_sonar_text import check_decoder_positions, check_encoder_length, check_token_labels
 
 logger = logging.get_logger(__name__)
 

@@ -81,6 +81,7 @@ def split_sentences(text: str, lang: str = "eng_Latn") -> list[str]:
     pieces = segmenter.segment(text) if segmenter is not None else _FALLBACK_BOUNDARY.split(text)
     return [piece.strip() for piece in pieces if piece and piece.strip()]
 
+
 # SONAR's 202 languages in token-id order: the list NLLB-200 (and HF's `FAIRSEQ_LANGUAGE_CODES`) uses. Written out so
 # that this file, shipped as Hub remote code, does not depend on a private transformers constant.
 SONAR_LANGUAGES: tuple[str, ...] = (
@@ -470,11 +471,12 @@ class SonarTokenizerMixin:
             )
 
 
-
-
 __all__ = [
-    'SonarTokenizerMixin', 'execution_device', 'has_pieces', 'load_sonar_tokenizer',
-    'split_sentences',
+    "SonarTokenizerMixin",
+    "execution_device",
+    "has_pieces",
+    "load_sonar_tokenizer",
+    "split_sentences",
     "SONAR_LANGUAGES",
     "check_language",
     "validate_texts",
