@@ -8,12 +8,12 @@ differs, so that `AutoModel` can map each folder to the right class. fairseq2 na
 `max_position_embeddings` (the encoder's 514 already includes fairseq2's `pad_idx + 1` legacy offset).
 """
 
-from huggingface_hub.dataclasses import strict
-from transformers import M2M100Config
 import math
 from numbers import Integral, Real
-import torch
 
+import torch
+from huggingface_hub.dataclasses import strict
+from transformers import M2M100Config
 
 # Checks of decoding and generation options, shared by `SonarTextDecoder.decode` and SONAR-LLM's `generate`.
 #

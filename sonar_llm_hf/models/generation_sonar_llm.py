@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -25,12 +26,8 @@ import torch
 from transformers import GenerationConfig
 from transformers.generation.streamers import BaseStreamer
 
-from .tokenization_sonar import execution_device
-from .tokenization_sonar import split_sentences
-from .tokenization_sonar import check_language, encode_source
 from .configuration_sonar_text import check_bool, check_decoding, check_integer
-import math
-
+from .tokenization_sonar import check_language, encode_source, execution_device, split_sentences
 
 # Sentence-level controls of SONAR-LLM's `generate`: repetition, a minimum length, and latent sampling.
 #

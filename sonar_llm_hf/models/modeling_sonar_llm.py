@@ -20,11 +20,10 @@ from transformers.models.m2m_100.modeling_m2m_100 import M2M100SinusoidalPositio
 from transformers.utils import ModelOutput, can_return_tuple, logging
 
 from .configuration_sonar_llm import SonarLLMConfig, check_loss_type
-from .generation_sonar_llm import DEFAULT_SENTENCE_GENERATION, generate_sentences, merge_generation_options
-from .tokenization_sonar import SonarTokenizerMixin
-from .modeling_sonar_text import SonarTextDecoder, SonarTextEncoder, check_sentence_embeddings
 from .configuration_sonar_text import check_token_labels
-
+from .generation_sonar_llm import DEFAULT_SENTENCE_GENERATION, generate_sentences, merge_generation_options
+from .modeling_sonar_text import SonarTextDecoder, SonarTextEncoder, check_sentence_embeddings
+from .tokenization_sonar import SonarTokenizerMixin
 
 # SONAR-LLM's training loss: token cross-entropy over SONAR's 256k vocabulary without materialising the logits, and
 # the one counting rule that keeps every loss type exact under `Trainer`.

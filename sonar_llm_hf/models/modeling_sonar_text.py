@@ -31,17 +31,23 @@ from transformers.models.m2m_100.modeling_m2m_100 import (
 )
 from transformers.utils import can_return_tuple, logging
 
-from .configuration_sonar_text import SonarTextDecoderConfig, SonarTextEncoderConfig
+from .configuration_sonar_text import (
+    SonarTextDecoderConfig,
+    SonarTextEncoderConfig,
+    check_decoder_positions,
+    check_encoder_length,
+    check_token_labels,
+)
 from .generation_sonar_text import SonarDecodingSettings, fairseq2_beam_search
-from .tokenization_sonar import SonarTokenizerMixin, execution_device
 from .tokenization_sonar import (
+    SonarTokenizerMixin,
     check_language,
     decode_ids,
     encode_source,
+    execution_device,
     suppressed_token_ids,
     validate_texts,
 )
-from .configuration_sonar_text import check_decoder_positions, check_encoder_length, check_token_labels
 
 logger = logging.get_logger(__name__)
 

@@ -34,17 +34,17 @@ from __future__ import annotations
 
 import base64
 import difflib
+import importlib
 import json
+import re
 import warnings
 import weakref
 from collections.abc import Sequence
-import importlib
-import re
 from functools import lru_cache
+
 import torch
 from torch import nn
 from transformers.utils import logging
-
 
 # Offline sentence splitting for SONAR-LLM prompts and training documents.
 #
