@@ -1,0 +1,160 @@
+"""SONAR encoder folders in the real sentence-transformers 6.x: `SentenceTransformer(folder, trust_remote_code=True)`
+with `encode(texts, lang=...)` equal to `SonarTextEncoder.encode`, from the converter, from `save`, and without the
+package installed."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("sentence_transformers")
+from sentence_transformers import SentenceTransformer  # noqa: E402
+from test_remote_code_sonar import converted, run_without_package  # noqa: E402,F401  (the converted folders)
+
+from sonar_llm_hf import SonarTextEncoder  # noqa: E402
+from sonar_llm_hf.integrations.sentence_transformers import (  # noqa: E402
+    MODULE_FILE,
+    MODULE_TYPE,
+    encode_by_language,
+    save_sentence_transformer,
+    sonar_sentence_transformer,
+    write_sentence_transformers_files,
+)
+
+TEXTS = ["The cat sat on the mat.", "Hello!", "A much longer sentence about a dog that ran in the park all day.",
+         "Le chat est sur le tapis."]  # fmt: skip
+ST_FILES = ["modules.json", "sentence_bert_config.json", "1_Pooling/config.json", "config_sentence_transformers.json"]
+# Both paths sum the same products in another order (sentence-transformers sorts by characters, SONAR by tokens, so
+# the batches and their padding differ); fp32 rounding on values of order 1 stays far below this.
+ATOL = 1e-6
+
+
+def _close(actual, expected) -> None:
+    torch.testing.assert_close(torch.as_tensor(actual), expected, rtol=0, atol=ATOL)
+
+
+@pytest.fixture(scope="module")
+def st_folder(tiny_sonar_encoder, tmp_path_factory):
+    """A folder written by sentence-transformers' own `save`."""
+    return save_sentence_transformer(tiny_sonar_encoder, tmp_path_factory.mktemp("st") / "sonar-st")
+
+
+@pytest.mark.parametrize("lang", ["eng_Latn", "fra_Latn", "deu_Latn"])
+def test_encode_with_lang_equals_sonar_encode(tiny_sonar_encoder, lang):
+    model = sonar_sentence_transformer(tiny_sonar_encoder)
+    embeddings = model.encode(TEXTS, lang=lang, convert_to_tensor=True, batch_size=2)
+    _close(embeddings, tiny_sonar_encoder.encode(TEXTS, lang=lang))
+    assert model.similarity_fn_name == "cosine"
+    assert model.get_model_kwargs() == ["lang"]
+
+
+def test_default_language_is_english_and_lang_matters(tiny_sonar_encoder):
+    model = sonar_sentence_transformer(tiny_sonar_encoder)
+    default = model.encode(TEXTS, convert_to_tensor=True)
+    _close(default, tiny_sonar_encoder.encode(TEXTS, lang="eng_Latn"))
+    french = model.encode(TEXTS, lang="fra_Latn", convert_to_tensor=True)
+    assert (default - french).abs().max() > 1e-3  # the language token changes every embedding
+
+
+def test_bad_language_text_and_kwarg_are_refused(tiny_sonar_encoder):
+    model = sonar_sentence_transformer(tiny_sonar_encoder)
+    with pytest.raises(ValueError, match="Did you mean: fra_Latn"):
+        model.encode(TEXTS, lang="fra_latn")
+    with pytest.raises(ValueError, match="language"):  # sentence-transformers refuses undeclared kwargs
+        model.encode(TEXTS, language="fra_Latn")
+    with pytest.raises(ValueError, match="empty"):
+        model.encode(["ok", " "])
+    with pytest.raises(TypeError, match="single texts"):
+        model.encode([("a pair", "of texts")])
+
+
+def test_overlong_text_is_truncated_like_sonar_encode(tiny_sonar_encoder):
+    long_text = " ".join(["word"] * 600)
+    model = sonar_sentence_transformer(tiny_sonar_encoder)
+    with pytest.warns(UserWarning, match="truncated"):
+        embedding = model.encode([long_text], convert_to_tensor=True)
+    with pytest.warns(UserWarning, match="truncated"):
+        _close(embedding, tiny_sonar_encoder.encode([long_text]))
+
+
+def test_mixed_languages_are_grouped_per_call_in_input_order(tiny_sonar_encoder):
+    model = sonar_sentence_transformer(tiny_sonar_encoder)
+    langs = ["eng_Latn", "eng_Latn", "deu_Latn", "fra_Latn"]
+    mixed = encode_by_language(model, TEXTS, langs, convert_to_tensor=True)
+    expected = torch.stack([tiny_sonar_encoder.encode([t], lang=lang)[0] for t, lang in zip(TEXTS, langs)])
+    _close(mixed, expected)
+    as_numpy = encode_by_language(model, TEXTS, langs)
+    assert isinstance(as_numpy, np.ndarray)
+    _close(as_numpy, expected)
+    with pytest.raises(ValueError, match="one SONAR code per text"):
+        encode_by_language(model, TEXTS, langs[:2])
+
+
+def test_saved_folder_loads_with_trust_remote_code(st_folder, tiny_sonar_encoder):
+    modules = json.loads((st_folder / "modules.json").read_text())
+    assert [m["type"] for m in modules] == [MODULE_TYPE, "sentence_transformers.sentence_transformer.modules.pooling.Pooling"]
+    assert modules[0]["kwargs"] == ["lang"]
+    assert json.loads((st_folder / "1_Pooling" / "config.json").read_text())["pooling_mode"] == "mean"
+    assert json.loads((st_folder / "config_sentence_transformers.json").read_text())["similarity_fn_name"] == "cosine"
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        SentenceTransformer(str(st_folder), device="cpu")
+    model = SentenceTransformer(str(st_folder), trust_remote_code=True, device="cpu")
+    assert type(model[0]).__module__.startswith("transformers_modules.")  # the folder's copy of the module
+    assert model.max_seq_length == tiny_sonar_encoder.config.max_position_embeddings
+    _close(model.encode(TEXTS, lang="fra_Latn", convert_to_tensor=True), tiny_sonar_encoder.encode(TEXTS, lang="fra_Latn"))
+    # and the folder is still a plain transformers folder
+    again = SonarTextEncoder.from_pretrained(st_folder)
+    _close(again.encode(TEXTS), tiny_sonar_encoder.encode(TEXTS))
+
+
+def test_converter_files_equal_what_sentence_transformers_save_writes(st_folder, tiny_sonar_encoder, tmp_path):
+    tiny_sonar_encoder.save_pretrained(tmp_path)
+    write_sentence_transformers_files(tmp_path, tiny_sonar_encoder.config)
+    for name in ST_FILES:
+        assert json.loads((tmp_path / name).read_text()) == json.loads((st_folder / name).read_text()), name
+    assert (tmp_path / MODULE_FILE).read_bytes() == (st_folder / MODULE_FILE).read_bytes()
+    with pytest.raises(ValueError, match="SONAR text encoders"):
+        write_sentence_transformers_files(tmp_path, object())
+
+
+def test_converted_encoder_folder_loads_in_sentence_transformers(converted):
+    folder = converted / "encoder"
+    for name in [*ST_FILES, MODULE_FILE]:
+        assert (folder / name).exists(), name
+    model = SentenceTransformer(str(folder), trust_remote_code=True, device="cpu")
+    encoder = SonarTextEncoder.from_pretrained(folder).eval()
+    for lang in ("eng_Latn", "fra_Latn"):
+        _close(model.encode(TEXTS, lang=lang, convert_to_tensor=True), encoder.encode(TEXTS, lang=lang))
+    assert model.get_embedding_dimension() == encoder.config.d_model
+
+
+def test_converted_folder_loads_without_the_package(converted, tmp_path):
+    code = f"""
+import json
+from sentence_transformers import SentenceTransformer
+model = SentenceTransformer({str(converted / "encoder")!r}, trust_remote_code=True, device="cpu")
+result = {{"module": type(model[0]).__module__, "kwargs": model.get_model_kwargs(),
+          "fra": model.encode({TEXTS!r}, lang="fra_Latn").tolist(), "eng": model.encode({TEXTS!r}).tolist()}}
+print("RESULT " + json.dumps(result))
+"""
+    remote = run_without_package(code, tmp_path)
+    assert remote["module"].startswith("transformers_modules.") and remote["kwargs"] == ["lang"]
+    encoder = SonarTextEncoder.from_pretrained(converted / "encoder").eval()
+    _close(remote["fra"], encoder.encode(TEXTS, lang="fra_Latn"))
+    _close(remote["eng"], encoder.encode(TEXTS, lang="eng_Latn"))
+
+
+def test_training_mode_runs_the_plain_forward_with_gradients(tiny_sonar_encoder):
+    import copy
+
+    encoder = copy.deepcopy(tiny_sonar_encoder)
+    encoder.tokenizer = tiny_sonar_encoder.tokenizer
+    model = sonar_sentence_transformer(encoder).train()
+    features = model.preprocess(TEXTS[:2], lang="fra_Latn")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no truncation or other warning on plain input
+        embedding = model(features, lang="fra_Latn")["sentence_embedding"]
+    embedding.sum().backward()
+    assert encoder.encoder.layers[0].fc1.weight.grad is not None
