@@ -164,3 +164,16 @@ def test_model_meta_loads_a_converted_folder(tiny_sonar_encoder, tmp_path):
     loaded = sonar_model_meta(name=str(tmp_path)).load_model()
     assert isinstance(loaded, SonarMTEBEncoder) and loaded.mteb_model_meta.name == str(tmp_path)
     torch.testing.assert_close(loaded.model.encode(ENGLISH), tiny_sonar_encoder.encode(ENGLISH), rtol=0, atol=0)
+
+
+def test_readme_example_prints_mteb_scores(capsys, tmp_path):
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "examples" / "sonar_embeddings.py"
+    runpy.run_path(str(script), run_name="example").get("main")(["--sentences", "40", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    diff = float(out.split("max |diff| ")[1].split()[0])
+    assert diff <= 1e-6  # the folder's sentence-transformers computes what SonarTextEncoder does
+    assert "mteb StoryWorldWordDropBitext (40 pairs): accuracy" in out
+    assert (tmp_path / "demo-sonar-encoder" / "modules.json").exists()
