@@ -76,7 +76,10 @@ def main(argv=None) -> None:
         probe = ["Tom had a red ball.", "Lily went to the park.", "Tom had a red car."]
         by_st = model.encode(probe, lang="eng_Latn", convert_to_tensor=True)
         by_sonar = encoder.encode(probe, lang="eng_Latn")
-        print(f"sentence-transformers folder: {folder}" + ("" if args.encoder or args.out else " (temporary: --out keeps it)"))
+        print(
+            f"sentence-transformers folder: {folder}"
+            + ("" if args.encoder or args.out else " (temporary: --out keeps it)")
+        )
         print(f"  encode(texts, lang='eng_Latn') vs SonarTextEncoder.encode: max |diff| "
               f"{(by_st - by_sonar).abs().max().item():.1e}")  # fmt: skip
         print(f"  cosine('{probe[0]}', ...): " + ", ".join(

@@ -6,16 +6,16 @@ import pytest
 import torch
 
 pytest.importorskip("mteb")
-import mteb  # noqa: E402
-from datasets import Dataset, DatasetDict  # noqa: E402
-from mteb.mocks.mock_tasks.bitext_mining import (  # noqa: E402
+import mteb
+from datasets import Dataset, DatasetDict
+from mteb.mocks.mock_tasks.bitext_mining import (
     MockBitextMiningTask,
     MockMultilingualParallelBitextMiningTask,
 )
-from mteb.mocks.mock_tasks.sts import MockSTSTask  # noqa: E402
+from mteb.mocks.mock_tasks.sts import MockSTSTask
 
-from sonar_llm_hf import SONAR_LANGUAGES, SonarTextEncoder, SonarTextEncoderConfig  # noqa: E402
-from sonar_llm_hf.integrations.mteb import (  # noqa: E402
+from sonar_llm_hf import SONAR_LANGUAGES, SonarTextEncoder, SonarTextEncoderConfig
+from sonar_llm_hf.integrations.mteb import (
     SONAR_MTEB_LANGUAGES,
     SonarMTEBEncoder,
     sonar_language,
@@ -112,8 +112,12 @@ def test_bitext_pair_sides_get_their_own_languages(model, tiny_sonar_encoder, mo
 
 def test_bitext_sides_follow_columns_not_call_order(model, tiny_sonar_encoder, monkeypatch):
     recorder = Recorder(tiny_sonar_encoder, monkeypatch)
-    task = _task(MockBitextMiningTask, "SonarTinyFraEngReordered", {"fra-eng": ["fra-Latn", "eng-Latn"]},
-                 {"fra-eng": {"sentence2": ENGLISH, "sentence1": FRENCH}})  # sentence2 is encoded first
+    task = _task(
+        MockBitextMiningTask,
+        "SonarTinyFraEngReordered",
+        {"fra-eng": ["fra-Latn", "eng-Latn"]},
+        {"fra-eng": {"sentence2": ENGLISH, "sentence1": FRENCH}},
+    )  # sentence2 is encoded first
     _evaluate(model, task)
     assert recorder.calls == [("eng_Latn", ENGLISH), ("fra_Latn", FRENCH)]
 
@@ -134,8 +138,12 @@ def test_macro_language_subset_runs_in_sonar_code(model, tiny_sonar_encoder, mon
 
 
 def test_ambiguous_or_unknown_languages_are_refused(model, tiny_sonar_encoder):
-    cross_sts = _task(MockSTSTask, "SonarTinyCrossSTS", {"en-de": ["eng-Latn", "deu-Latn"]},
-                      {"en-de": {"sentence1": ENGLISH, "sentence2": FRENCH, "score": [1.0, 0.0, 0.5, 0.2]}})
+    cross_sts = _task(
+        MockSTSTask,
+        "SonarTinyCrossSTS",
+        {"en-de": ["eng-Latn", "deu-Latn"]},
+        {"en-de": {"sentence1": ENGLISH, "sentence2": FRENCH, "score": [1.0, 0.0, 0.5, 0.2]}},
+    )
     with pytest.raises(ValueError, match="holds 2 languages"):
         _evaluate(model, cross_sts)
     latin = _task(MockBitextMiningTask, "SonarTinyLatin", {"lat": ["lat-Latn"]},

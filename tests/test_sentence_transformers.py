@@ -10,11 +10,12 @@ import pytest
 import torch
 
 pytest.importorskip("sentence_transformers")
-from sentence_transformers import SentenceTransformer  # noqa: E402
-from test_remote_code_sonar import converted, run_without_package  # noqa: E402,F401  (the converted folders)
+from sentence_transformers import SentenceTransformer
+from test_remote_code_sonar import run_without_package  # the child interpreter that cannot import sonar_llm_hf
 
-from sonar_llm_hf import SonarTextEncoder  # noqa: E402
-from sonar_llm_hf.integrations.sentence_transformers import (  # noqa: E402
+from sonar_llm_hf import SonarTextEncoder
+from sonar_llm_hf.conversion.sonar import convert_sonar
+from sonar_llm_hf.integrations.sentence_transformers import (
     MODULE_FILE,
     MODULE_TYPE,
     encode_by_language,
@@ -22,6 +23,7 @@ from sonar_llm_hf.integrations.sentence_transformers import (  # noqa: E402
     sonar_sentence_transformer,
     write_sentence_transformers_files,
 )
+from sonar_llm_hf.testing.tiny import make_fs2_sonar_state_dict, train_tiny_spm
 
 TEXTS = ["The cat sat on the mat.", "Hello!", "A much longer sentence about a dog that ran in the park all day.",
          "Le chat est sur le tapis."]  # fmt: skip
@@ -33,6 +35,18 @@ ATOL = 1e-6
 
 def _close(actual, expected) -> None:
     torch.testing.assert_close(torch.as_tensor(actual), expected, rtol=0, atol=ATOL)
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """A tiny random fairseq2-layout encoder and a SentencePiece model, through the converter."""
+    work = tmp_path_factory.mktemp("st_converted")
+    torch.manual_seed(0)
+    state = {k: v * 0.3 for k, v in make_fs2_sonar_state_dict("encoder", vocab=310, dim=16, layers=2, ffn=32).items()}
+    torch.save({"model": state}, work / "encoder.pt")
+    spm = train_tiny_spm(work / "spm.model", vocab_size=100)
+    convert_sonar(work / "sonar", encoder_path=work / "encoder.pt", tokenizer_path=spm, num_heads=4)
+    return work / "sonar"
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +108,10 @@ def test_mixed_languages_are_grouped_per_call_in_input_order(tiny_sonar_encoder)
 
 def test_saved_folder_loads_with_trust_remote_code(st_folder, tiny_sonar_encoder):
     modules = json.loads((st_folder / "modules.json").read_text())
-    assert [m["type"] for m in modules] == [MODULE_TYPE, "sentence_transformers.sentence_transformer.modules.pooling.Pooling"]
+    assert [m["type"] for m in modules] == [
+        MODULE_TYPE,
+        "sentence_transformers.sentence_transformer.modules.pooling.Pooling",
+    ]
     assert modules[0]["kwargs"] == ["lang"]
     assert json.loads((st_folder / "1_Pooling" / "config.json").read_text())["pooling_mode"] == "mean"
     assert json.loads((st_folder / "config_sentence_transformers.json").read_text())["similarity_fn_name"] == "cosine"
@@ -103,7 +120,9 @@ def test_saved_folder_loads_with_trust_remote_code(st_folder, tiny_sonar_encoder
     model = SentenceTransformer(str(st_folder), trust_remote_code=True, device="cpu")
     assert type(model[0]).__module__.startswith("transformers_modules.")  # the folder's copy of the module
     assert model.max_seq_length == tiny_sonar_encoder.config.max_position_embeddings
-    _close(model.encode(TEXTS, lang="fra_Latn", convert_to_tensor=True), tiny_sonar_encoder.encode(TEXTS, lang="fra_Latn"))
+    _close(
+        model.encode(TEXTS, lang="fra_Latn", convert_to_tensor=True), tiny_sonar_encoder.encode(TEXTS, lang="fra_Latn")
+    )
     # and the folder is still a plain transformers folder
     again = SonarTextEncoder.from_pretrained(st_folder)
     _close(again.encode(TEXTS), tiny_sonar_encoder.encode(TEXTS))

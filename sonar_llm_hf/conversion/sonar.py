@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..integrations.sentence_transformers import write_sentence_transformers_files
 from ..models.configuration_sonar_text import SonarTextDecoderConfig, SonarTextEncoderConfig
 from .checkpoints import (
     ConversionError,
@@ -30,7 +31,6 @@ from .checkpoints import (
 )
 from ..models.modeling_sonar_text import SonarTextDecoder, SonarTextEncoder
 from .output import atomic_output_dirs
-from ..integrations.sentence_transformers import write_sentence_transformers_files
 
 # `None` drops a key.
 ENCODER_KEY_MAPPING = {

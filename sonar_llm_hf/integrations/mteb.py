@@ -150,7 +150,9 @@ class SonarMTEBEncoder(AbsEncoder):
         self.lang = check_language(lang) if lang is not None else None
         self.mteb_model_meta = model_meta or sonar_model_meta(revision=revision)
 
-    def encode(self, inputs, *, task_metadata, hf_split: str, hf_subset: str, prompt_type=None, **kwargs) -> np.ndarray:
+    def encode(
+        self, inputs, *, task_metadata, hf_split: str, hf_subset: str, prompt_type=None, **kwargs
+    ) -> np.ndarray:
         """(N, d) float32 embeddings of the texts of `inputs`, in order, in the language of this call."""
         lang = self.language_for(task_metadata, hf_subset)
         texts = [text for batch in inputs for text in batch["text"]]
@@ -164,7 +166,11 @@ class SonarMTEBEncoder(AbsEncoder):
                 UserWarning,
                 stacklevel=2,
             )
-        options = dict(lang=lang, batch_size=kwargs.get("batch_size", 32), progress_bar=kwargs.get("show_progress_bar"))
+        options = {
+            "lang": lang,
+            "batch_size": kwargs.get("batch_size", 32),
+            "progress_bar": kwargs.get("show_progress_bar"),
+        }
         result = np.empty((len(texts), self.model.config.d_model), dtype=np.float32)
         skipped = set(empty)
         filled = [index for index in range(len(texts)) if index not in skipped]

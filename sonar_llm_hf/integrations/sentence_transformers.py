@@ -137,8 +137,10 @@ def encode_by_language(model, texts: Sequence[str], langs: Sequence[str], **enco
     parts = {lang: model.encode([texts[i] for i in rows], lang=lang, **encode_kwargs) for lang, rows in groups.items()}
     first = next(iter(parts.values()))
     is_tensor = isinstance(first, torch.Tensor)
-    result = first.new_empty((len(texts), *first.shape[1:])) if is_tensor else np.empty(
-        (len(texts), *first.shape[1:]), dtype=first.dtype
+    result = (
+        first.new_empty((len(texts), *first.shape[1:]))
+        if is_tensor
+        else np.empty((len(texts), *first.shape[1:]), dtype=first.dtype)
     )
     for lang, rows in groups.items():
         result[torch.tensor(rows) if is_tensor else np.asarray(rows)] = parts[lang]

@@ -16,6 +16,8 @@ This file imports sentence-transformers, so only sentence-transformers loads it;
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from sentence_transformers.base.modules import InputModule
 
@@ -40,8 +42,8 @@ class SonarEncoderModule(InputModule):
     """
 
     config_file_name = "sentence_bert_config.json"
-    config_keys = ["max_seq_length"]
-    forward_kwargs = {"lang"}
+    config_keys: ClassVar[list[str]] = ["max_seq_length"]
+    forward_kwargs: ClassVar[set[str]] = {"lang"}
     save_in_root = True
 
     def __init__(self, model: SonarTextEncoder, max_seq_length: int | None = None, fast_cpu_kernels: bool = True):
