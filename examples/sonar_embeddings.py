@@ -82,9 +82,8 @@ def main(argv=None) -> None:
         )
         print(f"  encode(texts, lang='eng_Latn') vs SonarTextEncoder.encode: max |diff| "
               f"{(by_st - by_sonar).abs().max().item():.1e}")  # fmt: skip
-        print(f"  cosine('{probe[0]}', ...): " + ", ".join(
-            f"'{text}' {score:.3f}" for text, score in zip(probe[1:], model.similarity(by_st[:1], by_st[1:])[0].tolist())
-        ))  # fmt: skip
+        scores = model.similarity(by_st[:1], by_st[1:])[0].tolist()  # cosine, as the folder's config says
+        print(f"  cosine('{probe[0]}', ...): " + ", ".join(f"'{t}' {x:.3f}" for t, x in zip(probe[1:], scores)))
 
         rng = random.Random(0)
         sentences = [s for s in distinct_sentences(2000, seed=1, limit=4 * args.sentences) if len(s.split()) >= 4]

@@ -20,6 +20,7 @@ from sonar_llm_hf.integrations.mteb import (
     SonarMTEBEncoder,
     sonar_language,
     sonar_model_meta,
+    sonar_subsets,
 )
 
 ENGLISH = ["The cat sat on the mat.", "A dog ran in the park.", "Tom had a red car.", "Lily liked to read books."]
@@ -185,3 +186,12 @@ def test_readme_example_prints_mteb_scores(capsys, tmp_path):
     assert diff <= 1e-6  # the folder's sentence-transformers computes what SonarTextEncoder does
     assert "mteb StoryWorldWordDropBitext (40 pairs): accuracy" in out
     assert (tmp_path / "demo-sonar-encoder" / "modules.json").exists()
+
+
+def test_sonar_subsets_keeps_what_the_wrapper_can_embed():
+    task = _task(MockBitextMiningTask, "SonarTinySubsets",
+                 {"fra-eng": ["fra-Latn", "eng-Latn"], "lat-eng": ["lat-Latn", "eng-Latn"], "cmn": ["cmn-Hans"]},
+                 {})  # fmt: skip
+    assert sonar_subsets(task) == ["fra-eng", "cmn"]
+    sts = _task(MockSTSTask, "SonarTinySubsetsSTS", {"en-de": ["eng-Latn", "deu-Latn"], "de": ["deu-Latn"]}, {})
+    assert sonar_subsets(sts) == ["de"]

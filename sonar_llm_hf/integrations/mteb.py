@@ -2,10 +2,11 @@
 
 ```python
 import mteb
-from sonar_llm_hf.integrations.mteb import SonarMTEBEncoder
+from sonar_llm_hf.integrations.mteb import SonarMTEBEncoder, sonar_subsets
 
 model = SonarMTEBEncoder("sonar/encoder")          # a converted encoder folder or Hub repo
-mteb.evaluate(model, mteb.get_tasks(tasks=["Tatoeba"]))
+task = mteb.get_task("Tatoeba")
+mteb.evaluate(model, mteb.get_task("Tatoeba", hf_subsets=sonar_subsets(task)))
 ```
 
 SONAR needs the language of every text (its first token), and mteb gives it per call: `hf_subset` and the task's
@@ -16,7 +17,9 @@ language SONAR lacks is an error naming it). Bitext mining encodes its two colum
 pair columns, `sentence1` first): each side gets its own language, and when the column cannot be found the call is
 refused rather than guessed. Parallel bitext tasks (Flores) pass the language column itself as `hf_subset`. Other
 subsets holding several languages (cross-lingual STS, mixed-language corpora) are refused too, unless `lang=` fixes
-one language for every call.
+one language for every call; `sonar_subsets(task)` lists the subsets the wrapper can run. Do not evaluate a SONAR
+sentence-transformers folder through mteb's generic `SentenceTransformerEncoderWrapper`: it never passes `lang`, so
+every text would be embedded as English.
 """
 
 from __future__ import annotations
@@ -201,6 +204,26 @@ class SonarMTEBEncoder(AbsEncoder):
         )
 
 
+def sonar_subsets(task) -> list[str]:
+    """The `hf_subsets` of an mteb task that `SonarMTEBEncoder` can embed: each language is SONAR's (directly or as
+    a macro-language) and the subset is monolingual or a bitext pair.
+
+    `mteb.get_task("Tatoeba", hf_subsets=sonar_subsets(mteb.get_task("Tatoeba")))` keeps those (Tatoeba also holds
+    languages SONAR was not trained on, such as Latin or Interlingua, whose subsets would stop the run).
+    """
+    metadata = task.metadata
+    kept = []
+    for subset in task.hf_subsets:
+        codes = metadata.hf_subsets_to_langscripts.get(subset, [subset])
+        try:
+            languages = {sonar_language(code) for code in codes}
+        except ValueError:
+            continue
+        if len(languages) == 1 or (metadata.type == "BitextMining" and len(codes) == 2):
+            kept.append(subset)
+    return kept
+
+
 def _bitext_column_side() -> int | None:
     """0 or 1: which column of its pair the calling `BitextMiningEvaluator` is embedding (None if not called by one).
 
@@ -222,4 +245,11 @@ def _bitext_column_side() -> int | None:
         del frame
 
 
-__all__ = ["MACRO_LANGUAGES", "SONAR_MTEB_LANGUAGES", "SonarMTEBEncoder", "sonar_language", "sonar_model_meta"]
+__all__ = [
+    "MACRO_LANGUAGES",
+    "SONAR_MTEB_LANGUAGES",
+    "SonarMTEBEncoder",
+    "sonar_language",
+    "sonar_model_meta",
+    "sonar_subsets",
+]
