@@ -177,3 +177,14 @@ def test_training_mode_runs_the_plain_forward_with_gradients(tiny_sonar_encoder)
         embedding = model(features, lang="fra_Latn")["sentence_embedding"]
     embedding.sum().backward()
     assert encoder.encoder.layers[0].fc1.weight.grad is not None
+
+
+def test_a_loaded_folder_saves_again_with_sentence_transformers_own_save(st_folder, tiny_sonar_encoder, tmp_path):
+    model = SentenceTransformer(str(st_folder), trust_remote_code=True, device="cpu")
+    model.save(str(tmp_path / "again"))
+    modules = json.loads((tmp_path / "again" / "modules.json").read_text())
+    assert modules[0]["type"] == MODULE_TYPE and modules[0]["kwargs"] == ["lang"]
+    assert (tmp_path / "again" / MODULE_FILE).exists() and (tmp_path / "again" / "tokenizer.json").exists()
+    again = SentenceTransformer(str(tmp_path / "again"), trust_remote_code=True, device="cpu")
+    expected = tiny_sonar_encoder.encode(TEXTS, lang="deu_Latn")
+    _close(again.encode(TEXTS, lang="deu_Latn", convert_to_tensor=True), expected)
