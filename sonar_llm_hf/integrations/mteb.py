@@ -139,6 +139,14 @@ class SonarMTEBEncoder(AbsEncoder):
         lang: one SONAR code for every call, instead of the task's languages.
         model_meta: the metadata results are filed under (default `sonar_model_meta()`, name "facebook/SONAR").
         **kwargs: `from_pretrained` options (`dtype`, `token`, ...).
+
+    Example:
+
+    ```python
+    >>> import mteb
+    >>> model = SonarMTEBEncoder("sonar/encoder", device="cuda")
+    >>> mteb.evaluate(model, mteb.get_task("FloresBitextMining", hf_subsets=["eng_Latn-fra_Latn"]))
+    ```
     """
 
     def __init__(self, model, revision: str | None = None, device: str | None = None, *, lang: str | None = None,

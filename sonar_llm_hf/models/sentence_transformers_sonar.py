@@ -39,6 +39,15 @@ class SonarEncoderModule(InputModule):
     `max_seq_length` tokens with `</s>` kept (one warning per batch counting what was cut); `forward` runs the
     encoder as `SonarTextEncoder.encode` does (oneDNN and padding-free packing at inference on CPU fp32; the plain
     forward with gradients in training).
+
+    Example:
+
+    ```python
+    >>> from sentence_transformers import SentenceTransformer
+    >>> model = SentenceTransformer("sonar/encoder", trust_remote_code=True)  # modules.json names this module
+    >>> model.encode(["Le chat est sur le tapis."], lang="fra_Latn").shape
+    (1, 1024)
+    ```
     """
 
     config_file_name = "sentence_bert_config.json"
