@@ -8,7 +8,8 @@ from an option), and the result is loaded strictly.
 - `prepare_encoder` / `prepare_decoder`: config + converted tensors, every key and shape checked against the
   architecture on the meta device (also runs on a full-size state dict of meta tensors).
 - `build_encoder` / `build_decoder`: the same, materialised as an eval-mode model.
-- `convert_sonar`: files in, verified folders out (the CLI is `conversion/convert_sonar_to_hf.py`)."""
+- `convert_sonar`: files in, verified folders out (the CLI is `conversion/convert_sonar_to_hf.py`); the encoder
+  folder also loads as `SentenceTransformer(folder, trust_remote_code=True)` (`integrations/sentence_transformers.py`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..integrations.sentence_transformers import write_sentence_transformers_files
 from ..models.configuration_sonar_text import SonarTextDecoderConfig, SonarTextEncoderConfig
 from .checkpoints import (
     ConversionError,
@@ -263,6 +265,8 @@ def convert_sonar(
         for name, model in models.items():
             model.tokenizer = tokenizer  # save_pretrained writes it beside the weights (None: a folder without one)
             model.save_pretrained(staging[name])
+            if name == "encoder":  # also a sentence-transformers folder (needs no sentence-transformers here)
+                write_sentence_transformers_files(staging[name], model.config)
             _verify_reload(model, tokenizer, staging[name], AutoModel)
     return {name: output / name for name in models}
 
