@@ -22,10 +22,8 @@ import torch
 from sentence_transformers.base.modules import InputModule
 
 from .modeling_sonar_text import SonarTextEncoder
-from .onednn_linear import onednn_linears
-from .packed_encoding_sonar import packed_encoder_states, packed_encoding_applies
+from .configuration_sonar_text import check_encoder_length
 from .tokenization_sonar import encode_source, validate_texts
-from .validation_sonar import check_encoder_length
 
 # `from_pretrained` options that say where the files are (sentence-transformers' names -> transformers').
 _LOCATION = {"subfolder": "subfolder", "token": "token", "cache_folder": "cache_dir", "revision": "revision",
@@ -37,8 +35,8 @@ class SonarEncoderModule(InputModule):
 
     `preprocess(texts, lang="eng_Latn")` gives SentencePiece-exact `[lang] pieces </s>` ids, truncated to
     `max_seq_length` tokens with `</s>` kept (one warning per batch counting what was cut); `forward` runs the
-    encoder as `SonarTextEncoder.encode` does (oneDNN and padding-free packing at inference on CPU fp32; the plain
-    forward with gradients in training).
+    encoder as `SonarTextEncoder.encode` does (with the speed paths of `sonar_llm_hf.speed.prepare_for_inference`
+    where the caller applied them to `auto_model`).
 
     Example:
 
@@ -55,13 +53,12 @@ class SonarEncoderModule(InputModule):
     forward_kwargs: ClassVar[set[str]] = {"lang"}
     save_in_root = True
 
-    def __init__(self, model: SonarTextEncoder, max_seq_length: int | None = None, fast_cpu_kernels: bool = True):
+    def __init__(self, model: SonarTextEncoder, max_seq_length: int | None = None):
         super().__init__()
         if not isinstance(model, SonarTextEncoder):
             raise TypeError(f"`model` must be a SonarTextEncoder, got {type(model).__name__}.")
         self.auto_model = model
         self.max_seq_length = check_encoder_length(max_seq_length, model.config.max_position_embeddings)
-        self.fast_cpu_kernels = fast_cpu_kernels
 
     @property
     def tokenizer(self):
@@ -86,12 +83,7 @@ class SonarEncoderModule(InputModule):
     def forward(self, features: dict, lang: str | None = None, **kwargs) -> dict:
         """Adds `token_embeddings` (N, T, d); `lang` was already applied by `preprocess`."""
         model, ids, mask = self.auto_model, features["input_ids"], features["attention_mask"]
-        with onednn_linears(model, enabled=self.fast_cpu_kernels):
-            if packed_encoding_applies(model.encoder):  # the same states, without computing on padding
-                states = packed_encoder_states(model.encoder, ids, mask)
-            else:
-                states = model(input_ids=ids, attention_mask=mask, return_dict=True).last_hidden_state
-        features["token_embeddings"] = states
+        features["token_embeddings"] = model(input_ids=ids, attention_mask=mask, return_dict=True).last_hidden_state
         return features
 
     def get_embedding_dimension(self) -> int:
