@@ -3,7 +3,7 @@
     examples = prepare_dataset(raw, model, text_column="text")   # sentences, SONAR embeddings, target ids
     trainer = Trainer(model, args, train_dataset=examples, data_collator=SonarLLMDataCollator())
 
-Steps (as the reference's `sonar_encoding.py`, offline): split each document into sentences (pysbd), keep the first
+Steps (as the reference's `sonar_encoding.py`, offline): split each document into sentences (sentencex), keep the first
 `max_sentences` (32), append the end sentence ("End of sequence.") and, if the model was trained with it, prepend
 the begin sentence; embed every sentence with the model's frozen SONAR encoder (length-sorted batches); tokenize the
 SONAR decoder targets `[lang] pieces </s>`.
@@ -53,7 +53,7 @@ from ..models.tokenization_sonar import check_language, encode_target
 logger = logging.getLogger(__name__)
 
 # Bump when the stored format or the splitting/embedding logic changes, so old caches are not reused.
-DATA_FORMAT_VERSION = 3
+DATA_FORMAT_VERSION = 4  # 4: sentencex replaced pysbd
 DEFAULT_EOS_SENTENCE = "End of sequence."
 DEFAULT_BEGIN_SENTENCE = "Begin of text."
 
@@ -84,12 +84,13 @@ def _tokenizer_fingerprint(tokenizer) -> str:
     return _digest(type(tokenizer).__name__, vocab, getattr(tokenizer, "model_max_length", None))
 
 
-def _pysbd_version() -> str | None:
-    try:
-        from importlib.metadata import version
+def _splitter_version() -> str | None:
+    """The sentence splitter's version, part of the split step's fingerprint (new rules, new sentences)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-        return version("pysbd")
-    except Exception:  # not installed: the punctuation fallback splits
+    try:
+        return version("sentencex")
+    except PackageNotFoundError:  # importable but not installed as a distribution (a source build)
         return None
 
 
@@ -192,7 +193,7 @@ def split_documents(
         return out
 
     settings = [text_column, lang_column, default_lang, max_sentences, eos_sentence, begin_sentence, skip_bad_rows]
-    fingerprint = _digest(dataset._fingerprint, "split", settings, _pysbd_version(), DATA_FORMAT_VERSION)
+    fingerprint = _digest(dataset._fingerprint, "split", settings, _splitter_version(), DATA_FORMAT_VERSION)
     remove = [lang_column] if lang_column == "lang" else []
     split_set = dataset.map(
         split, batched=True, with_indices=True, num_proc=num_proc, remove_columns=remove, desc="Splitting sentences",
