@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import sentencex  # noqa: F401  (see below)
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -32,6 +33,10 @@ from .modeling_sonar_text import SonarTextDecoder, SonarTextEncoder, check_sente
 from .validation_sonar import check_token_labels
 
 logger = logging.get_logger(__name__)
+
+# `sentencex` splits text prompts (`splitting_sonar_llm.py`). It is imported above as well because transformers'
+# `check_imports` reads only this file of a local folder (each file of a Hub repo): loading without it then fails
+# with "requires the following packages ... Run `pip install sentencex`", never with a different splitter.
 
 
 @dataclass
