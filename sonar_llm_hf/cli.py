@@ -53,8 +53,9 @@ def _generate(args: argparse.Namespace) -> int:
         max_new_sentences=args.max_new_sentences,
         seed=args.seed,
     )
-    if args.sample:
-        options.update(do_sample=True, temperature=args.temperature, top_p=args.top_p)
+    if args.sample:  # plain sampling unless --num-beams asks for beam sampling
+        num_beams = 1 if args.num_beams is None else args.num_beams
+        options.update(do_sample=True, num_beams=num_beams, temperature=args.temperature, top_p=args.top_p)
     model.generate(prompts, streamer=streamer, **{k: v for k, v in options.items() if v is not None})
     return 0
 
