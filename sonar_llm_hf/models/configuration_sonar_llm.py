@@ -116,9 +116,10 @@ class SonarLLMConfig(PreTrainedConfig):
         default_lang (`str`, defaults to "eng_Latn"): language of prompts and of training targets.
         loss_type (`str`, defaults to "ce"): "ce" (the paper's token cross-entropy through the frozen decoder),
             "mse" (Large-Concept-Model style regression on embeddings) or "ce+mse"; exactly these names, checked on
-            construction and on assignment. Every type is a mean over target tokens (the MSE of a sentence counts
-            once per target token of it), so that `Trainer`'s one count makes all of them exact under gradient
-            accumulation and data parallelism (see `SonarLLMForCausalSentenceModeling.forward`).
+            construction and on assignment. "ce" and "ce+mse" are means over target tokens (in "ce+mse" the MSE of a
+            sentence counts once per target token of it), "mse" the plain mean over predicted sentences, whatever
+            the labels' layout; with `Trainer`'s one count each is exact under gradient accumulation and data
+            parallelism (see `SonarLLMForCausalSentenceModeling.forward`).
         mse_weight (`float`, defaults to 1.0): weight of the MSE term in "ce+mse".
         duplicate_final_eos_target (`bool`, defaults to False): reproduce the reference training script's extra
             `</s>` -> `</s>` target at the end of every sentence (off by default: it is a quirk, not the paper's loss).

@@ -87,13 +87,22 @@ def chunked_token_cross_entropy(
     return total, count
 
 
+def last_label_end(token_labels: torch.Tensor) -> torch.Tensor:
+    """(N, L) -> (N,): one past each row's last label. A target ends there, also when an interior label is -100 (a
+    token left out of the loss still sits in the sentence), so counting the labels would cut its end off."""
+    if token_labels.shape[-1] == 0:
+        return torch.zeros(token_labels.shape[:-1], dtype=torch.long, device=token_labels.device)
+    positions = torch.arange(1, token_labels.shape[-1] + 1, device=token_labels.device)
+    return ((token_labels != -100) * positions).amax(dim=-1)
+
+
 def append_eos_target(token_labels: torch.Tensor, eos_id: int) -> torch.Tensor:
     """Add the reference script's extra `</s>` target after each sentence's `</s>` (its teacher-forcing quirk).
 
     Rows (left-aligned, padded with -100) that already end in `</s> </s>` are left as they are: the collator may have
     written the extra target already (`SonarLLMDataCollator.for_model`), so that `Trainer` counts it.
     """
-    lengths = (token_labels != -100).sum(dim=-1)  # (N,)
+    lengths = last_label_end(token_labels)  # (N,)
     rows = torch.arange(token_labels.shape[0], device=token_labels.device)
     last = token_labels[rows, (lengths - 1).clamp(min=0)]
     before = token_labels[rows, (lengths - 2).clamp(min=0)]
@@ -105,15 +114,23 @@ def append_eos_target(token_labels: torch.Tensor, eos_id: int) -> torch.Tensor:
     return token_labels
 
 
-def check_countable_labels(labels, attention_mask, num_items, appended: int = 0) -> None:
+def check_countable_labels(labels, attention_mask, num_items, appended: int = 0, per_sentence: bool = False) -> None:
     """Refuse labels for which `Trainer`'s count (`labels != -100`) is not the number of items the model scores.
 
     `num_items` is what the model sums over in this micro-batch; `appended` how many of them are not in `labels`
-    (the duplicated `</s>` targets). Equal counts on every micro-batch make the global counts equal too.
+    (the duplicated `</s>` targets); `per_sentence`: the items are target sentences (`loss_type="mse"`). Equal counts
+    on every micro-batch make the global counts equal too.
     """
     counted = labels.ne(-100).sum()
     if int(counted) == int(num_items):
         return
+    if per_sentence and labels.shape[-1] > 1:
+        raise ValueError(
+            f"`num_items_in_batch` (passed by Trainer) counts every label != -100: {int(counted)} in this batch, but "
+            f"loss_type='mse' scores each of its {int(num_items)} target sentences once (the plain mean over "
+            "sentences), so the loss would be divided by the wrong count. Collate with "
+            "`SonarLLMDataCollator.for_model(model)`, which keeps one label per target sentence for this loss type."
+        )
     first = int(labels[:, 0].ne(-100).sum())
     padded = 0
     if attention_mask is not None:
@@ -142,4 +159,4 @@ def token_weighted_squared_error(pred: torch.Tensor, target: torch.Tensor, weigh
 
 
 __all__ = ["chunked_token_cross_entropy", "append_eos_target", "check_countable_labels",
-           "token_weighted_squared_error"]  # fmt: skip
+           "token_weighted_squared_error", "last_label_end"]  # fmt: skip

@@ -26,6 +26,7 @@ from .loss_sonar_llm import (
     append_eos_target,
     check_countable_labels,
     chunked_token_cross_entropy,
+    last_label_end,
     token_weighted_squared_error,
 )
 from .loading_sonar import SonarTokenizerMixin
@@ -231,16 +232,20 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
             padded with -100. Position t-1 predicts sentence t (the shift happens here, as in causal LMs), so
             `labels[:, 0]` and the labels of padded sentences are never targets. Without `num_items_in_batch` any
             such labels are ignored and the loss is the mean over the targets. Under `Trainer`, lay them out as
-            `SonarLLMDataCollator` does: -100 wherever there is no target.
+            `SonarLLMDataCollator` does: -100 wherever there is no target. A target ends at its last label; an
+            interior -100 leaves that token out of the loss (the decoder reads padding there, as transformers'
+            `shift_tokens_right` does). The loss means the same whatever the layout: "ce" is the mean over target
+            tokens, "mse" the plain mean over target sentences, "ce+mse" their sum, its MSE counting each sentence
+            once per target token of it.
         num_items_in_batch: the number of items to divide by, counted as `Trainer` counts it: `labels != -100` over
             every micro-batch of the optimizer step, on every device. The loss is then a sum over this micro-batch's
             items divided by it, so gradient accumulation and data parallelism equal one large batch, for every
-            `loss_type`: the items are target tokens, the cross-entropy sums over them and the MSE counts each
-            predicted sentence once per target token of it (once in all with one label per sentence, as
-            `SonarLLMDataCollator.for_model` lays them out for `loss_type="mse"`: the plain mean over sentences). Because that count covers every label, labels that are
-            not targets (`labels[:, 0]`, padded sentences, or the extra `</s>` of `duplicate_final_eos_target`
-            missing from the labels) would divide the loss by the wrong number: they raise a `ValueError` saying
-            how many there are and what to change, instead of training with a silently scaled learning rate.
+            `loss_type`: the items are target tokens ("ce", "ce+mse") or target sentences ("mse", whose labels must
+            then hold one label per target sentence, as `SonarLLMDataCollator.for_model` lays them out). Because
+            that count covers every label, labels that are not items (`labels[:, 0]`, padded sentences, the extra
+            `</s>` of `duplicate_final_eos_target` missing from the labels, every token of a sentence for "mse")
+            would divide the loss by the wrong number: they raise a `ValueError` saying how many there are and what
+            to change, instead of training with a silently scaled learning rate.
         output_hidden_states, output_attentions, return_dict: as in every transformers model (the backbone's states
             and attention weights; `return_dict=False` returns `SonarLLMOutput.to_tuple()`, `loss` first).
         """
@@ -296,15 +301,24 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
         pred = predicted[:, :-1][present.to(predicted.device)]  # (N, d)
         token_labels = targets[present].long()  # (N, L)
         appended = 0
+        if loss_type != "mse" and labels.shape[-1] == 1:
+            raise ValueError(
+                f"`labels` hold one token per sentence (`SonarLLMDataCollator(one_label_per_sentence=True)`, made for "
+                f"loss_type='mse'), but loss_type={loss_type!r} scores every target token. Collate with "
+                "`SonarLLMDataCollator.for_model(model)`, which lays labels out for the model's loss type."
+            )
         if loss_type != "mse" and self.config.duplicate_final_eos_target:
             before = int((token_labels != -100).sum())
             token_labels = append_eos_target(token_labels, self.sonar_decoder.config.eos_token_id)
             appended = int((token_labels != -100).sum()) - before
-        # 2. the items: target tokens (each sentence's MSE counts once per target token of it)
+        # 2. the items, whatever the labels' layout: target tokens, and for "mse" target sentences (its plain mean;
+        # in "ce+mse" each sentence's MSE counts once per target token of it)
         tokens_per_sentence = (token_labels != -100).sum(dim=-1)  # (N,)
+        if loss_type == "mse":
+            tokens_per_sentence = torch.ones_like(tokens_per_sentence)
         count = tokens_per_sentence.sum()
         if num_items_in_batch is not None:
-            check_countable_labels(labels, attention_mask, count, appended)
+            check_countable_labels(labels, attention_mask, count, appended, per_sentence=loss_type == "mse")
             denominator = num_items_in_batch
         else:
             denominator = count.clamp(min=1)
@@ -328,8 +342,8 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
     def _decoder_cross_entropy(self, pred: torch.Tensor, token_labels: torch.Tensor):
         """Teacher-forced token CE: decoder input `[</s>, lang, pieces]`, targets `[lang, pieces, </s>]`."""
         token_labels = token_labels.long()
-        width = int((token_labels != -100).sum(dim=-1).max().item()) if token_labels.numel() else 0
-        token_labels = token_labels[:, : max(width, 1)]  # drop all-padding columns
+        width = int(last_label_end(token_labels).max().item()) if token_labels.numel() else 0
+        token_labels = token_labels[:, : max(width, 1)]  # drop the all-padding columns after every target's end
         start = torch.full_like(token_labels[:, :1], self.sonar_decoder.config.decoder_start_token_id)
         decoder_input = torch.cat([start, token_labels[:, :-1]], dim=1)  # shift right
         decoder_input = decoder_input.masked_fill(decoder_input == -100, self.sonar_decoder.config.pad_token_id)
