@@ -313,10 +313,19 @@ def generate_sentences(model, prompts, streamer: SentenceStreamer | None = None,
         begin = _embed_texts(model, tokenizer, [config.begin_sentence], prompt_lang, batch_size)[0]  # (d,)
         embedded = [torch.cat([begin.to(device=e.device, dtype=e.dtype).unsqueeze(0), e]) for e in embedded]
     embedded = [e.to(device=device, dtype=dtype) for e in embedded]
+    positions, cap = config.llama_config.max_position_embeddings, options["max_new_sentences"]
     for i, e in enumerate(embedded):
         model._check_inputs(e.unsqueeze(0), None, None)
-        if e.shape[0] > config.llama_config.max_position_embeddings:
-            raise ValueError(f"Prompt {i} has {e.shape[0]} sentences, more than the backbone's positions.")
+        if e.shape[0] > positions:
+            raise ValueError(f"Prompt {i} has {e.shape[0]} sentences, more than the backbone's {positions} positions.")
+        # the longest document the backbone reads: one that grows until it holds `max_sentences` (or the cap)
+        longest = max(e.shape[0], min(options["max_sentences"], e.shape[0] + (cap - 1 if cap else positions)))
+        if longest > positions:
+            raise ValueError(
+                f"Prompt {i} may grow to {longest} sentences (`max_sentences={options['max_sentences']}`), more "
+                f"than the backbone's {positions} positions (`llama_config.max_position_embeddings`). Pass "
+                f"`max_sentences` <= {positions} or a smaller `max_new_sentences`."
+            )
     num_docs = len(embedded)
     lengths = [e.shape[0] for e in embedded]
     eos = _eos_embedding(model, tokenizer, target_lang, batch_size).to(device=device, dtype=torch.float32)

@@ -7,11 +7,14 @@ produces garbage, so both are handled here for every model class:
   the same `revision`, `subfolder`, `token`, `cache_dir` and `local_files_only`;
 - a folder without a tokenizer still loads, but anything that needs one raises an error saying what to pass. A
   tokenizer without SentencePiece pieces (what transformers builds from a folder holding no tokenizer files) is
-  never used;
+  never used. Tokenizer files that are there but cannot be read (truncated, corrupt, no pieces) are an error at
+  loading: the model would otherwise load as if it had none;
 - `execution_device` says where a module loaded with `device_map` computes (its parameters may be offloaded to "meta").
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 from torch import nn
@@ -21,6 +24,8 @@ from .tokenization_sonar import SONAR_LANGUAGES
 
 logger = logging.get_logger(__name__)
 
+# The files a saved SONAR tokenizer leaves in a folder (`NllbTokenizer.save_pretrained`).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "sentencepiece.bpe.model")
 # `from_pretrained` options that say where the files are; the tokenizer is read with the same ones.
 _LOCATION_KWARGS = ("revision", "subfolder", "token", "cache_dir", "local_files_only", "force_download", "proxies")
 _NON_PIECES = 4 + len(SONAR_LANGUAGES) + 1  # <s> <pad> </s> <unk>, the language codes, <mask>
@@ -32,16 +37,27 @@ def has_pieces(tokenizer) -> bool:
 
 
 def load_sonar_tokenizer(source: str, **location):
-    """The SONAR tokenizer saved in a folder or Hub repo, or None (with a warning) when it holds none."""
+    """The SONAR tokenizer saved in a folder or Hub repo, or None (with a warning) when it holds none. Tokenizer
+    files in a local folder that cannot be read, or that hold no SentencePiece pieces, raise a `ValueError`."""
     # Naming the class avoids AutoTokenizer reading config.json, which would ask for trust_remote_code again.
     from transformers import NllbTokenizer
 
+    folder = os.path.join(source, location.get("subfolder") or "")
+    present = [name for name in TOKENIZER_FILES if os.path.isfile(os.path.join(folder, name))]
+    damaged = (
+        f"The SONAR tokenizer saved in {source!r} ({', '.join(present)}) cannot be used: {{}}. Copy the tokenizer "
+        "files again from the converted model, or delete them and pass `tokenizer=` to `from_pretrained`."
+    )
     try:
         tokenizer = NllbTokenizer.from_pretrained(source, **location)
-    except (OSError, ValueError) as error:
-        logger.warning(f"No SONAR tokenizer could be loaded from {source!r} ({error}).")
-        return None
+    except Exception as error:  # JSON, tokenizers and sentencepiece errors alike: the files are there but broken
+        if not present and isinstance(error, OSError):  # a Hub repo without tokenizer files
+            logger.warning(f"No SONAR tokenizer could be loaded from {source!r} ({error}).")
+            return None
+        raise ValueError(damaged.format(f"{type(error).__name__}: {error}")) from error
     if not has_pieces(tokenizer):
+        if present:
+            raise ValueError(damaged.format(f"they hold {len(tokenizer)} tokens and no SentencePiece pieces"))
         logger.warning(
             f"{source!r} holds no SONAR tokenizer (no tokenizer.json with SentencePiece pieces); text methods will "
             "ask for one. Set `model.tokenizer = ...` or save the model together with its tokenizer."
@@ -100,13 +116,15 @@ class SonarTokenizerMixin:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, but missing or unexpected weights are an error (never a random
-        initialisation), and the tokenizer is loaded from the same place."""
+        """`PreTrainedModel.from_pretrained`, but missing, unexpected or mis-shaped weights are an error (never a
+        random initialisation, also with `ignore_mismatched_sizes=True`), and the tokenizer is loaded from the same
+        place (or taken from `tokenizer=`)."""
         wants_info = kwargs.pop("output_loading_info", False)
+        tokenizer = kwargs.pop("tokenizer", None)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         problems = []
-        for kind in ("missing_keys", "unexpected_keys"):
-            keys = sorted(info.get(kind, []))
+        for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+            keys = sorted(str(key) for key in info.get(kind, []))  # mismatched: (name, saved shape, model shape)
             if keys:
                 shown = ", ".join(keys[:8]) + (f" … ({len(keys)} in all)" if len(keys) > 8 else "")
                 problems.append(f"{kind.replace('_', ' ')}: {shown}")
@@ -118,7 +136,9 @@ class SonarTokenizerMixin:
                 "scripts in `conversion/`, which verify what they write."
             )
         location = {key: kwargs[key] for key in _LOCATION_KWARGS if kwargs.get(key) is not None}
-        model.tokenizer = load_sonar_tokenizer(str(pretrained_model_name_or_path), **location)
+        if tokenizer is None:
+            tokenizer = load_sonar_tokenizer(str(pretrained_model_name_or_path), **location)
+        model.tokenizer = tokenizer
         model._after_loading()
         return (model, info) if wants_info else model
 

@@ -189,6 +189,7 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
         """Backbone pass only: predicted next-sentence embeddings (B, T, d), the cache, and the backbone's hidden
         states / attentions when asked (`output_hidden_states`, `output_attentions`, here or in `config`)."""
         kwargs.pop("return_dict", None)  # always a `SonarLLMOutput`; `forward` makes tuples
+        self._check_positions(sentence_embeddings, position_ids, cache)
         for name in ("output_hidden_states", "output_attentions"):
             if kwargs.get(name) is None and getattr(self.config, name, False):
                 kwargs[name] = True  # the backbone reads its own config, not this one
@@ -261,6 +262,20 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
             # `to_tuple()` (hence `return_dict=False`) puts `loss` first, as in every transformers model.
             outputs = SonarLLMOutput(**outputs)
         return outputs
+
+    def _check_positions(self, embeddings, position_ids, cache) -> None:
+        """Positions past the backbone's `max_position_embeddings` would be extrapolated by RoPE without a word."""
+        positions = self.config.llama_config.max_position_embeddings
+        if position_ids is not None:
+            last = int(position_ids.max()) + 1 if position_ids.numel() else 0
+        else:  # the backbone counts on from the cached sentences
+            last = embeddings.shape[1] + (cache.get_seq_length() if cache is not None else 0)
+        if last > positions:
+            raise ValueError(
+                f"The backbone would run {last} sentence positions but has {positions} "
+                f"(`llama_config.max_position_embeddings`); past them its rotary positions extrapolate untrained. "
+                "Pass shorter documents (fewer sentences)."
+            )
 
     def _check_inputs(self, embeddings, attention_mask, labels) -> None:
         check_sentence_embeddings(embeddings, self.config.embed_dim)
