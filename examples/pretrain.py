@@ -6,8 +6,8 @@ frozen SONAR, token cross-entropy through the SONAR decoder, on documents split 
     accelerate launch --config_file examples/accelerate/ddp.yaml examples/pretrain.py ...    # many GPUs (or fsdp.yaml)
 
 The recipe (the defaults below; any TrainingArguments flag given on the command line wins):
-- documents: each split offline (pysbd), its first 32 sentences + "End of sequence."; SONAR embeddings computed once
-  and cached (`--embedding_cache`), the corpus sharded across the processes (each process embeds its part, in
+- documents: each split offline (sentencex), its first 32 sentences + "End of sequence."; SONAR embeddings computed
+  once and cached (`--embedding_cache`), the corpus sharded across the processes (each process embeds its part, in
   resumable shards of `--shard_size` documents; an interrupted run restarts at the first unfinished shard);
 - AdamW (eps 1e-5, weight decay 0.01), learning rate 1e-3 (the paper's best for SONAR-LLM) with cosine decay after a
   5% linear warmup (the reference: 820 of 16,480 steps), gradient clipping 1.0, 4 epochs, seed 42;

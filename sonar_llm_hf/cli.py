@@ -51,8 +51,9 @@ def _generate(args: argparse.Namespace) -> int:
         latent_temperature=args.latent_temperature,
         latent_top_p=args.latent_top_p,
     )
-    if args.sample:
-        options.update(do_sample=True, temperature=args.temperature, top_p=args.top_p)
+    if args.sample:  # plain sampling unless --num-beams asks for beam sampling
+        num_beams = 1 if args.num_beams is None else args.num_beams
+        options.update(do_sample=True, num_beams=num_beams, temperature=args.temperature, top_p=args.top_p)
     options = {k: v for k, v in options.items() if v is not None}
     if args.reference_loop:  # the saved controls give way to the reference's (None included); given flags still win
         from .models.generation_sonar_llm import CONTROL_DEFAULTS

@@ -129,16 +129,21 @@ def test_collator_pads_and_masks():
         {"sentence_embeddings": [[1.0, 2.0]] * 3, "labels": [[5, 6, 2], [7, 2], [8, 9, 10, 2]]},
         {"sentence_embeddings": [[3.0, 4.0]] * 2, "labels": [[5, 2], [6, 2]]},
     ]
-    batch = SonarLLMDataCollator()(features)
+    batch = SonarLLMDataCollator(label_width=None)(features)  # each batch as wide as its longest target
     assert batch["sentence_embeddings"].shape == (2, 3, 2) and batch["sentence_embeddings"].dtype == torch.float32
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
     assert batch["labels"].shape == (2, 3, 4)
+    fixed = SonarLLMDataCollator()(features)  # by default every batch has the decoder's 512 tokens per sentence
+    assert fixed["labels"].shape == (2, 3, 512) and torch.equal(fixed["labels"][..., :4], batch["labels"])
+    assert (fixed["labels"][..., 4:] == -100).all()
+    with pytest.raises(ValueError, match="4 target tokens, more than `label_width=3`"):
+        SonarLLMDataCollator(label_width=3)(features)
     assert (batch["labels"][:, 0] == -100).all()
     assert batch["labels"][0, 2].tolist() == [8, 9, 10, 2] and batch["labels"][1, 2].tolist() == [-100] * 4
     # numpy rows (a dataset in numpy format) collate the same; padding to a multiple
     as_numpy = [{"sentence_embeddings": np.asarray(f["sentence_embeddings"], dtype=np.float32),
                  "labels": [np.asarray(ids) for ids in f["labels"]]} for f in features]  # fmt: skip
-    padded = SonarLLMDataCollator(pad_to_multiple_of=4)(as_numpy)
+    padded = SonarLLMDataCollator(pad_to_multiple_of=4, label_width=None)(as_numpy)
     assert padded["labels"].shape == (2, 4, 4) and torch.equal(padded["labels"][:, :3], batch["labels"])
     assert torch.equal(padded["sentence_embeddings"][:, :3], batch["sentence_embeddings"])
     with pytest.raises(ValueError, match="2 embeddings but 1 label rows"):
@@ -172,4 +177,4 @@ def test_collator_writes_the_duplicated_eos_for_the_model(sonar_llm):
     assert SonarLLMDataCollator.for_model(sonar_llm).duplicate_eos_id is None
     sonar_llm.config.duplicate_final_eos_target = True
     batch = SonarLLMDataCollator.for_model(sonar_llm)(features)
-    assert batch["labels"][0, 1].tolist() == [7, 8, 2, 2] and (batch["labels"][0, 0] == -100).all()
+    assert batch["labels"][0, 1, :5].tolist() == [7, 8, 2, 2, -100] and (batch["labels"][0, 0] == -100).all()

@@ -101,9 +101,9 @@ def test_num_items_in_batch_sets_the_denominator(sonar_llm):
 
 @pytest.mark.parametrize("loss_type", ["mse", "ce+mse"])
 def test_mse_losses(sonar_llm, loss_type):
-    """Each predicted sentence's MSE counts once per target token of it (the one count Trainer gives, so that every
-    loss type is exact under accumulation: tests/test_training_exactness.py); one label per sentence gives the plain
-    mean over sentences."""
+    """"mse" is the plain mean over predicted sentences and in "ce+mse" each sentence's MSE counts once per target
+    token of it (the one count Trainer gives: tests/test_training_exactness.py), whatever collator laid the labels
+    out: every token of each sentence, or one label per sentence."""
     embeddings, mask, labels = batch_for(sonar_llm)
     ce = sonar_llm(embeddings, mask, labels=labels).loss
     sonar_llm.config.loss_type = loss_type
@@ -112,15 +112,20 @@ def test_mse_losses(sonar_llm, loss_type):
     per_sentence = (output.predicted_embeddings[:, :-1][present] - embeddings[:, 1:][present]).pow(2).mean(-1)
     tokens = (labels[:, 1:][present] != -100).sum(-1)
     assert len(set(tokens.tolist())) > 1  # sentences of different lengths: the weighting matters
-    mse = (per_sentence * tokens).sum() / tokens.sum()
+    weights = tokens if loss_type == "ce+mse" else torch.ones_like(tokens)
+    mse = (per_sentence * weights).sum() / weights.sum()
     torch.testing.assert_close(output.mse_loss, mse)
     expected = mse if loss_type == "mse" else ce + mse
     torch.testing.assert_close(output.loss, expected, rtol=1e-5, atol=1e-6)
+    one_each = torch.where(present.unsqueeze(-1), 4, -100)[..., :1].expand(-1, -1, 1)  # (B, T-1, 1)
+    one_each = torch.cat([torch.full_like(one_each[:, :1], -100), one_each], dim=1)
     if loss_type == "mse":
-        one_each = torch.where(present.unsqueeze(-1), 4, -100)[..., :1].expand(-1, -1, 1)  # (B, T-1, 1)
-        one_each = torch.cat([torch.full_like(one_each[:, :1], -100), one_each], dim=1)
         plain = torch.nn.functional.mse_loss(output.predicted_embeddings[:, :-1][present], embeddings[:, 1:][present])
+        torch.testing.assert_close(output.loss, plain)
         torch.testing.assert_close(sonar_llm(embeddings, mask, labels=one_each).loss, plain)
+    else:  # one label per sentence would cut every target to its first token
+        with pytest.raises(ValueError, match="one token per sentence.*for_model"):
+            sonar_llm(embeddings, mask, labels=one_each)
 
 
 def test_gradients_reach_the_backbone_not_sonar(sonar_llm):

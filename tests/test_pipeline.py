@@ -77,9 +77,10 @@ def test_batches_are_one_generate_call_each(pipe, monkeypatch):
 def test_generation_options_pass_through(pipe):
     greedy = pipe.model.generate(PROMPTS[1], num_beams=1, max_new_sentences=1)
     assert pipe(PROMPTS[1], num_beams=1, max_new_sentences=1)[0]["generated_text"] == greedy.full_texts[0]
-    sampled = pipe(PROMPTS[0], do_sample=True, seed=3, num_return_sequences=3, return_full_text=False, **OPTIONS)
+    sample = dict(do_sample=True, num_beams=1, seed=3, num_return_sequences=3, return_full_text=False)  # plain
+    sampled = pipe(PROMPTS[0], **sample, **OPTIONS)
     assert len(sampled) == 3 and len({r["generated_text"] for r in sampled}) > 1
-    again = pipe(PROMPTS[0], do_sample=True, seed=3, num_return_sequences=3, return_full_text=False, **OPTIONS)
+    again = pipe(PROMPTS[0], **sample, **OPTIONS)
     assert again == sampled  # the seed makes sampling reproducible
     with pytest.raises(ValueError, match="needs `do_sample=True`"):
         pipe(PROMPTS[0], num_return_sequences=2)

@@ -8,7 +8,8 @@ first `limit` (512) non-empty documents of at most 32 sentences, optionally afte
 paper: TinyStories validation minus its last 2,500). A document with no sentence after its prefix is scored against
 an empty reference, as in the reference scripts (it scores 0), and counted in the summary.
 
-Sentences are split with the package's offline splitter (pysbd), where the reference uses NLTK's punkt (a download).
+Sentences are split with the package's offline splitter (sentencex), where the reference uses NLTK's punkt (a
+download).
 
 Summarization: the prompt is the document's sentences (then an optional instruction sentence); the model generates
 as many sentences as the reference summary has; ROUGE-L and METEOR against the summary.

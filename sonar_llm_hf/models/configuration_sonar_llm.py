@@ -8,6 +8,7 @@ and `decoder_config` (the frozen SONAR text encoder and decoder).
 from __future__ import annotations
 
 import copy
+import warnings
 
 from huggingface_hub.dataclasses import strict
 from transformers import LlamaConfig, PreTrainedConfig
@@ -48,6 +49,11 @@ SONAR_LLM_PRESETS: dict[str, dict] = {
     "600M": dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=16, num_attention_heads=26, head_dim=64),
     "900M": dict(hidden_size=1536, intermediate_size=6144, num_hidden_layers=17, num_attention_heads=32, head_dim=64),
     "1.3B": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32, head_dim=64),
+}
+# Presets whose shape no published config confirms: `from_preset` says so.
+UNCONFIRMED_PRESETS = {
+    "1.3B": "inferred from the paper (hidden 2048, 16 layers, 32 heads; 1.1B trainable parameters), not from a "
+    "published config",
 }
 
 
@@ -116,9 +122,10 @@ class SonarLLMConfig(PreTrainedConfig):
         default_lang (`str`, defaults to "eng_Latn"): language of prompts and of training targets.
         loss_type (`str`, defaults to "ce"): "ce" (the paper's token cross-entropy through the frozen decoder),
             "mse" (Large-Concept-Model style regression on embeddings) or "ce+mse"; exactly these names, checked on
-            construction and on assignment. Every type is a mean over target tokens (the MSE of a sentence counts
-            once per target token of it), so that `Trainer`'s one count makes all of them exact under gradient
-            accumulation and data parallelism (see `SonarLLMForCausalSentenceModeling.forward`).
+            construction and on assignment. "ce" and "ce+mse" are means over target tokens (in "ce+mse" the MSE of a
+            sentence counts once per target token of it), "mse" the plain mean over predicted sentences, whatever
+            the labels' layout; with `Trainer`'s one count each is exact under gradient accumulation and data
+            parallelism (see `SonarLLMForCausalSentenceModeling.forward`).
         mse_weight (`float`, defaults to 1.0): weight of the MSE term in "ce+mse".
         duplicate_final_eos_target (`bool`, defaults to False): reproduce the reference training script's extra
             `</s>` -> `</s>` target at the end of every sentence (off by default: it is a quirk, not the paper's loss).
@@ -180,8 +187,18 @@ class SonarLLMConfig(PreTrainedConfig):
 
     @classmethod
     def from_preset(cls, name: str, **kwargs) -> "SonarLLMConfig":
-        """A released size with full-size SONAR: `SonarLLMConfig.from_preset("900M", add_begin=True)`."""
-        return cls(llama_config=llama_preset(name), **kwargs)
+        """A released size with full-size SONAR: `SonarLLMConfig.from_preset("900M", add_begin=True)`. A size whose
+        shape is inferred (1.3B) comes with a warning: convert its checkpoint from its own config.json."""
+        llama = llama_preset(name)
+        note = UNCONFIRMED_PRESETS.get(name.upper())
+        if note:
+            warnings.warn(
+                f"The {name.upper()} SONAR-LLM backbone shape is {note}. Check it against the checkpoint you use "
+                "(the converter compares every weight's shape, `--config` takes its JSON).",
+                UserWarning,
+                stacklevel=2,
+            )
+        return cls(llama_config=llama, **kwargs)
 
     @property
     def hidden_size(self) -> int:
@@ -189,5 +206,6 @@ class SonarLLMConfig(PreTrainedConfig):
 
 
 __all__ = [
-    "SonarLLMConfig", "SonarLLMBackboneConfig", "SONAR_LLM_PRESETS", "llama_preset", "LOSS_TYPES", "check_loss_type",
+    "SonarLLMConfig", "SonarLLMBackboneConfig", "SONAR_LLM_PRESETS", "UNCONFIRMED_PRESETS", "llama_preset", "LOSS_TYPES",
+    "check_loss_type",
 ]  # fmt: skip

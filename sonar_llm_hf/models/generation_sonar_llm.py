@@ -172,6 +172,14 @@ STOP_OUTCOMES = {"end": (True, "end"), "stop": (False, "repetition"), "early_end
                  "special": (False, "special_sentence"), "repeat": (False, "repetition")}  # fmt: skip
 
 
+def draws_latent_noise(options: dict) -> bool:
+    """Whether generation draws latent noise (so `seed` matters without `do_sample`): latent sampling, or a control
+    that re-decodes an avoided sentence with fresh noise."""
+    avoids_repeats = options.get("repetition_threshold") is not None and options.get("repetition_action") == "avoid"
+    return bool(options.get("latent_temperature", 0.0) > 0 or options.get("min_new_sentences", 0) > 0
+                or options.get("avoid_special_sentences") or avoids_repeats)  # fmt: skip
+
+
 def avoid_temperature(options: dict, attempt: int) -> float:
     return options["latent_temperature"] + attempt * options["avoid_temperature"]
 
@@ -193,7 +201,7 @@ DEFAULT_SENTENCE_GENERATION = dict(
     prompt_lang=None,  # defaults to config.default_lang
     target_lang=None,  # defaults to the prompt language: prompt in French, continue in German
     add_begin=None,  # defaults to config.add_begin
-    seed=None,  # seeds sampling, without touching the global RNG
+    seed=None,  # seeds sampling and latent noise, without touching the global RNG
     batch_size=64,  # documents decoded / re-encoded per SONAR call
     use_cache=True,  # the backbone's KV cache across sentence steps
     **CONTROL_DEFAULTS,  # repetition, minimum length and latent sampling: off (see generation_sonar_llm.py)
@@ -295,7 +303,34 @@ def merge_generation_options(saved: GenerationConfig | None, passed: GenerationC
     if "lang" in overrides:
         overrides["prompt_lang"] = overrides.pop("lang")
     options.update(overrides)
+    user_set = set(overrides) | (set(passed.to_diff_dict()) if passed is not None else set())
+    warn_ignored_sampling_options(options, user_set)
     return options
+
+
+# Options that only sampling reads, with the values that change nothing.
+_SAMPLING_ONLY = {"temperature": 1.0, "top_p": 1.0, "top_k": None, "seed": None}
+
+
+def warn_ignored_sampling_options(options: dict, user_set: set) -> None:
+    """`GenerationConfig.validate`'s rule for sampling flags without `do_sample=True`: they are ignored, with a
+    warning, unless the caller set `do_sample=False` explicitly and the flag was only inherited from the saved
+    `generation_config` (transformers' `user_set_attributes`). Beams with `do_sample=True` are beam sampling, as
+    in transformers, so `num_beams` is never overridden."""
+    if options["do_sample"] is True:
+        return
+    latent_noise = draws_latent_noise(options)
+    ignored = [name for name, neutral in _SAMPLING_ONLY.items() if options[name] != neutral
+               and (name in user_set or "do_sample" not in user_set)
+               and not (name == "seed" and latent_noise)]  # fmt: skip  # the seed also seeds latent noise
+    if ignored:
+        settings = ", ".join(f"`{name}={options[name]!r}`" for name in ignored)
+        warnings.warn(
+            f"`do_sample` is not True, so {settings} {'is' if len(ignored) == 1 else 'are'} ignored: these options "
+            "are only used when sampling. Pass `do_sample=True`, or leave them unset.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def check_generation_options(options: dict, decoder_positions: int) -> None:
@@ -318,15 +353,15 @@ def check_generation_options(options: dict, decoder_positions: int) -> None:
     check_control_options(options)
 
 
-def _check_prompt_lengths(prompts, max_sentences: int, begin: bool) -> None:
+def _check_prompt_lengths(lengths: list[int], max_sentences: int, begin: bool) -> None:
     """A prompt already longer than `max_sentences` would silently come back with nothing generated."""
-    for i, prompt in enumerate(prompts):
-        if len(prompt) > max_sentences:
-            held = f"{len(prompt)} sentences" + (" (the begin sentence included)" if begin else "")
+    for i, length in enumerate(lengths):
+        if length > max_sentences:
+            held = f"{length} sentences" + (" (the begin sentence included)" if begin else "")
             raise ValueError(
                 f"Prompt {i} already holds {held}, more than `max_sentences={max_sentences}`; a document grows only "
                 f"while it holds at most `max_sentences` sentences, so nothing would be generated. Pass "
-                f"`max_sentences` >= {len(prompt)} (and `max_new_sentences` to cap the continuation), or shorten "
+                f"`max_sentences` >= {length} (and `max_new_sentences` to cap the continuation), or shorten "
                 "the prompt."
             )
 
@@ -359,8 +394,9 @@ def _normalise_prompts(prompts, lang: str, dim: int):
                     f"Embedding prompt {i} has dtype {p.dtype}; embedding prompts are float SONAR embeddings "
                     f"(T, {dim}). To continue text, pass the text itself (token ids are not prompts)."
                 )
-            if p.dim() != 2 or p.shape[0] == 0:
-                raise ValueError(f"Embedding prompt {i} must have shape (T, {dim}) with T >= 1, got {tuple(p.shape)}.")
+            if p.dim() != 2 or p.shape[0] == 0 or p.shape[1] != dim:
+                raise ValueError(f"Embedding prompt {i} must have shape (T, {dim}) with T >= 1 (SONAR embeddings of "
+                                 f"width {dim}), got {tuple(p.shape)}.")  # fmt: skip
         return None, list(prompts)
     documents = []
     for i, prompt in enumerate(prompts):
@@ -392,12 +428,10 @@ def _embed_texts(model, tokenizer, texts: list[str], lang: str, batch_size: int)
 
 
 def _eos_embedding(model, tokenizer, lang: str, batch_size: int) -> torch.Tensor:
-    """enc(eos_sentence), computed once per language and model."""
-    cache = model.__dict__.setdefault("_eos_embedding_cache", {})
-    key = (lang, id(tokenizer))
-    if key not in cache:
-        cache[key] = _embed_texts(model, tokenizer, [model.config.eos_sentence], lang, batch_size)[0]
-    return cache[key]
+    """enc(eos_sentence), computed on every call: a cache would have to notice a replaced tokenizer, a changed
+    `config.eos_sentence`, new or quantized encoder weights, a new dtype, ... One short sentence costs 0.5% of a
+    demo-model `generate` call (1.4 ms of 304 ms), less at full size, where beam decoding dominates."""
+    return _embed_texts(model, tokenizer, [model.config.eos_sentence], lang, batch_size)[0]
 
 
 def _left_pad(sequences: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -431,19 +465,32 @@ def generate_sentences(model, prompts, streamer: SentenceStreamer | None = None,
 
     # 1. embed the prompt sentences
     documents, embedded = _normalise_prompts(prompts, prompt_lang, config.embed_dim)
+    # Text and embedding prompts alike start with the begin sentence when the model was trained with it.
     if documents is not None and add_begin:
         documents = [[config.begin_sentence, *doc] for doc in documents]
-    _check_prompt_lengths(documents if documents is not None else embedded, options["max_sentences"],
-                          begin=documents is not None and add_begin)  # fmt: skip
+    held = [len(doc) for doc in documents] if documents is not None else [len(e) + int(add_begin) for e in embedded]
+    _check_prompt_lengths(held, options["max_sentences"], begin=add_begin)
     if documents is not None:
         flat = [s for doc in documents for s in doc]
         flat_embeddings = _embed_texts(model, tokenizer, flat, prompt_lang, batch_size)
         embedded = list(torch.split(flat_embeddings, [len(doc) for doc in documents]))
+    elif add_begin:
+        begin = _embed_texts(model, tokenizer, [config.begin_sentence], prompt_lang, batch_size)[0]  # (d,)
+        embedded = [torch.cat([begin.to(device=e.device, dtype=e.dtype).unsqueeze(0), e]) for e in embedded]
     embedded = [e.to(device=device, dtype=dtype) for e in embedded]
+    positions, cap = config.llama_config.max_position_embeddings, options["max_new_sentences"]
     for i, e in enumerate(embedded):
         model._check_inputs(e.unsqueeze(0), None, None)
-        if e.shape[0] > config.llama_config.max_position_embeddings:
-            raise ValueError(f"Prompt {i} has {e.shape[0]} sentences, more than the backbone's positions.")
+        if e.shape[0] > positions:
+            raise ValueError(f"Prompt {i} has {e.shape[0]} sentences, more than the backbone's {positions} positions.")
+        # the longest document the backbone reads: one that grows until it holds `max_sentences` (or the cap)
+        longest = max(e.shape[0], min(options["max_sentences"], e.shape[0] + (cap - 1 if cap else positions)))
+        if longest > positions:
+            raise ValueError(
+                f"Prompt {i} may grow to {longest} sentences (`max_sentences={options['max_sentences']}`), more "
+                f"than the backbone's {positions} positions (`llama_config.max_position_embeddings`). Pass "
+                f"`max_sentences` <= {positions} or a smaller `max_new_sentences`."
+            )
     num_docs = len(embedded)
     lengths = [e.shape[0] for e in embedded]
     eos = _eos_embedding(model, tokenizer, target_lang, batch_size).to(device=device, dtype=torch.float32)
@@ -460,7 +507,7 @@ def generate_sentences(model, prompts, streamer: SentenceStreamer | None = None,
 
     decode_settings = dict(
         lang=target_lang,
-        num_beams=1 if options["do_sample"] else options["num_beams"],
+        num_beams=options["num_beams"],  # with `do_sample=True` and beams > 1: beam sampling, as in transformers
         max_length=options["max_length"],
         batch_size=batch_size,
         do_sample=options["do_sample"],
@@ -580,4 +627,5 @@ __all__ = [
     "generate_sentences",
     "merge_generation_options",
     "check_generation_options",
+    "warn_ignored_sampling_options",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import sentencex  # noqa: F401  (see below)
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -108,13 +109,22 @@ def chunked_token_cross_entropy(
     return total, count
 
 
+def last_label_end(token_labels: torch.Tensor) -> torch.Tensor:
+    """(N, L) -> (N,): one past each row's last label. A target ends there, also when an interior label is -100 (a
+    token left out of the loss still sits in the sentence), so counting the labels would cut its end off."""
+    if token_labels.shape[-1] == 0:
+        return torch.zeros(token_labels.shape[:-1], dtype=torch.long, device=token_labels.device)
+    positions = torch.arange(1, token_labels.shape[-1] + 1, device=token_labels.device)
+    return ((token_labels != -100) * positions).amax(dim=-1)
+
+
 def append_eos_target(token_labels: torch.Tensor, eos_id: int) -> torch.Tensor:
     """Add the reference script's extra `</s>` target after each sentence's `</s>` (its teacher-forcing quirk).
 
     Rows (left-aligned, padded with -100) that already end in `</s> </s>` are left as they are: the collator may have
     written the extra target already (`SonarLLMDataCollator.for_model`), so that `Trainer` counts it.
     """
-    lengths = (token_labels != -100).sum(dim=-1)  # (N,)
+    lengths = last_label_end(token_labels)  # (N,)
     rows = torch.arange(token_labels.shape[0], device=token_labels.device)
     last = token_labels[rows, (lengths - 1).clamp(min=0)]
     before = token_labels[rows, (lengths - 2).clamp(min=0)]
@@ -126,15 +136,23 @@ def append_eos_target(token_labels: torch.Tensor, eos_id: int) -> torch.Tensor:
     return token_labels
 
 
-def check_countable_labels(labels, attention_mask, num_items, appended: int = 0) -> None:
+def check_countable_labels(labels, attention_mask, num_items, appended: int = 0, per_sentence: bool = False) -> None:
     """Refuse labels for which `Trainer`'s count (`labels != -100`) is not the number of items the model scores.
 
     `num_items` is what the model sums over in this micro-batch; `appended` how many of them are not in `labels`
-    (the duplicated `</s>` targets). Equal counts on every micro-batch make the global counts equal too.
+    (the duplicated `</s>` targets); `per_sentence`: the items are target sentences (`loss_type="mse"`). Equal counts
+    on every micro-batch make the global counts equal too.
     """
     counted = labels.ne(-100).sum()
     if int(counted) == int(num_items):
         return
+    if per_sentence and labels.shape[-1] > 1:
+        raise ValueError(
+            f"`num_items_in_batch` (passed by Trainer) counts every label != -100: {int(counted)} in this batch, but "
+            f"loss_type='mse' scores each of its {int(num_items)} target sentences once (the plain mean over "
+            "sentences), so the loss would be divided by the wrong count. Collate with "
+            "`SonarLLMDataCollator.for_model(model)`, which keeps one label per target sentence for this loss type."
+        )
     first = int(labels[:, 0].ne(-100).sum())
     padded = 0
     if attention_mask is not None:
@@ -163,6 +181,10 @@ def token_weighted_squared_error(pred: torch.Tensor, target: torch.Tensor, weigh
 
 
 logger = logging.get_logger(__name__)
+
+# `sentencex` splits text prompts (`tokenization_sonar.py`). It is imported above as well because transformers'
+# `check_imports` reads only this file of a local folder (each file of a Hub repo): loading without it then fails
+# with "requires the following packages ... Run `pip install sentencex`", never with a different splitter.
 
 
 @dataclass
@@ -316,6 +338,7 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
         """Backbone pass only: predicted next-sentence embeddings (B, T, d), the cache, and the backbone's hidden
         states / attentions when asked (`output_hidden_states`, `output_attentions`, here or in `config`)."""
         kwargs.pop("return_dict", None)  # always a `SonarLLMOutput`; `forward` makes tuples
+        self._check_positions(sentence_embeddings, position_ids, cache)
         for name in ("output_hidden_states", "output_attentions"):
             if kwargs.get(name) is None and getattr(self.config, name, False):
                 kwargs[name] = True  # the backbone reads its own config, not this one
@@ -359,16 +382,20 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
             padded with -100. Position t-1 predicts sentence t (the shift happens here, as in causal LMs), so
             `labels[:, 0]` and the labels of padded sentences are never targets. Without `num_items_in_batch` any
             such labels are ignored and the loss is the mean over the targets. Under `Trainer`, lay them out as
-            `SonarLLMDataCollator` does: -100 wherever there is no target.
+            `SonarLLMDataCollator` does: -100 wherever there is no target. A target ends at its last label; an
+            interior -100 leaves that token out of the loss (the decoder reads padding there, as transformers'
+            `shift_tokens_right` does). The loss means the same whatever the layout: "ce" is the mean over target
+            tokens, "mse" the plain mean over target sentences, "ce+mse" their sum, its MSE counting each sentence
+            once per target token of it.
         num_items_in_batch: the number of items to divide by, counted as `Trainer` counts it: `labels != -100` over
             every micro-batch of the optimizer step, on every device. The loss is then a sum over this micro-batch's
             items divided by it, so gradient accumulation and data parallelism equal one large batch, for every
-            `loss_type`: the items are target tokens, the cross-entropy sums over them and the MSE counts each
-            predicted sentence once per target token of it (once in all with one label per sentence, as
-            `SonarLLMDataCollator.for_model` lays them out for `loss_type="mse"`: the plain mean over sentences). Because that count covers every label, labels that are
-            not targets (`labels[:, 0]`, padded sentences, or the extra `</s>` of `duplicate_final_eos_target`
-            missing from the labels) would divide the loss by the wrong number: they raise a `ValueError` saying
-            how many there are and what to change, instead of training with a silently scaled learning rate.
+            `loss_type`: the items are target tokens ("ce", "ce+mse") or target sentences ("mse", whose labels must
+            then hold one label per target sentence, as `SonarLLMDataCollator.for_model` lays them out). Because
+            that count covers every label, labels that are not items (`labels[:, 0]`, padded sentences, the extra
+            `</s>` of `duplicate_final_eos_target` missing from the labels, every token of a sentence for "mse")
+            would divide the loss by the wrong number: they raise a `ValueError` saying how many there are and what
+            to change, instead of training with a silently scaled learning rate.
         output_hidden_states, output_attentions, return_dict: as in every transformers model (the backbone's states
             and attention weights; `return_dict=False` returns `SonarLLMOutput.to_tuple()`, `loss` first).
         """
@@ -384,6 +411,20 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
             # `to_tuple()` (hence `return_dict=False`) puts `loss` first, as in every transformers model.
             outputs = SonarLLMOutput(**outputs)
         return outputs
+
+    def _check_positions(self, embeddings, position_ids, cache) -> None:
+        """Positions past the backbone's `max_position_embeddings` would be extrapolated by RoPE without a word."""
+        positions = self.config.llama_config.max_position_embeddings
+        if position_ids is not None:
+            last = int(position_ids.max()) + 1 if position_ids.numel() else 0
+        else:  # the backbone counts on from the cached sentences
+            last = embeddings.shape[1] + (cache.get_seq_length() if cache is not None else 0)
+        if last > positions:
+            raise ValueError(
+                f"The backbone would run {last} sentence positions but has {positions} "
+                f"(`llama_config.max_position_embeddings`); past them its rotary positions extrapolate untrained. "
+                "Pass shorter documents (fewer sentences)."
+            )
 
     def _check_inputs(self, embeddings, attention_mask, labels) -> None:
         check_sentence_embeddings(embeddings, self.config.embed_dim)
@@ -424,15 +465,24 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
         pred = predicted[:, :-1][present.to(predicted.device)]  # (N, d)
         token_labels = targets[present].long()  # (N, L)
         appended = 0
+        if loss_type != "mse" and labels.shape[-1] == 1:
+            raise ValueError(
+                f"`labels` hold one token per sentence (`SonarLLMDataCollator(one_label_per_sentence=True)`, made for "
+                f"loss_type='mse'), but loss_type={loss_type!r} scores every target token. Collate with "
+                "`SonarLLMDataCollator.for_model(model)`, which lays labels out for the model's loss type."
+            )
         if loss_type != "mse" and self.config.duplicate_final_eos_target:
             before = int((token_labels != -100).sum())
             token_labels = append_eos_target(token_labels, self.sonar_decoder.config.eos_token_id)
             appended = int((token_labels != -100).sum()) - before
-        # 2. the items: target tokens (each sentence's MSE counts once per target token of it)
+        # 2. the items, whatever the labels' layout: target tokens, and for "mse" target sentences (its plain mean;
+        # in "ce+mse" each sentence's MSE counts once per target token of it)
         tokens_per_sentence = (token_labels != -100).sum(dim=-1)  # (N,)
+        if loss_type == "mse":
+            tokens_per_sentence = torch.ones_like(tokens_per_sentence)
         count = tokens_per_sentence.sum()
         if num_items_in_batch is not None:
-            check_countable_labels(labels, attention_mask, count, appended)
+            check_countable_labels(labels, attention_mask, count, appended, per_sentence=loss_type == "mse")
             denominator = num_items_in_batch
         else:
             denominator = count.clamp(min=1)
@@ -456,8 +506,8 @@ class SonarLLMForCausalSentenceModeling(SonarLLMPreTrainedModel, GenerationMixin
     def _decoder_cross_entropy(self, pred: torch.Tensor, token_labels: torch.Tensor):
         """Teacher-forced token CE: decoder input `[</s>, lang, pieces]`, targets `[lang, pieces, </s>]`."""
         token_labels = token_labels.long()
-        width = int((token_labels != -100).sum(dim=-1).max().item()) if token_labels.numel() else 0
-        token_labels = token_labels[:, : max(width, 1)]  # drop all-padding columns
+        width = int(last_label_end(token_labels).max().item()) if token_labels.numel() else 0
+        token_labels = token_labels[:, : max(width, 1)]  # drop the all-padding columns after every target's end
         start = torch.full_like(token_labels[:, :1], self.sonar_decoder.config.decoder_start_token_id)
         decoder_input = torch.cat([start, token_labels[:, :-1]], dim=1)  # shift right
         decoder_input = decoder_input.masked_fill(decoder_input == -100, self.sonar_decoder.config.pad_token_id)
@@ -515,6 +565,7 @@ __all__ = [
     "append_eos_target",
     "check_countable_labels",
     "token_weighted_squared_error",
+    "last_label_end",
     "SonarLLMForCausalSentenceModeling",
     "SonarLLMPreTrainedModel",
     "SonarLLMOutput",

@@ -60,8 +60,9 @@ class SonarLLMSentencePipeline(Pipeline):
             new sentences.
         return_sentences (`bool`, defaults to False): also return `generated_sentences` (list) and `finished`
             (whether the document ended on the end sentence rather than a length limit).
-        num_return_sequences (`int`, defaults to 1): continuations per prompt (needs `do_sample=True`; beam search
-            would return the same text n times).
+        num_return_sequences (`int`, defaults to 1): continuations per prompt, one run each (needs `do_sample=True`;
+            beam search would return the same text n times, and beam sampling, `do_sample=True` with the saved
+            `num_beams=5`, varies far less than plain sampling with `num_beams=1`).
         streamer (`SentenceStreamer`): receives `[(prompt_index, sentence), ...]` each step; indices count the
             prompts of one `generate` call (one pipeline batch).
         every option of `SonarLLMForCausalSentenceModeling.generate` (`max_new_sentences`, `max_sentences`,

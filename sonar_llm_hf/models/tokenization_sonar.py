@@ -34,52 +34,56 @@ from __future__ import annotations
 
 import base64
 import difflib
-import importlib
 import json
-import re
+import os
 import warnings
 import weakref
 from collections.abc import Sequence
-from functools import lru_cache
 
+import sentencex
 import torch
 from torch import nn
 from transformers.utils import logging
 
-# Offline sentence splitting for SONAR-LLM prompts and training documents.
+# Offline sentence splitting for SONAR-LLM: one splitter for prompts, training documents and evaluation.
 #
-# The reference uses NLTK's punkt, which needs a download. We use pysbd (rule-based, its rules ship in the wheel,
-# 22 languages) and fall back to a punctuation rule for languages it lacks or where it is not installed (remote code
-# must not require it).
+# The reference uses NLTK's punkt, which needs a download. We use sentencex (Wikimedia's rule-based splitter: its
+# rules are compiled into its wheel, and its language fallbacks cover ~300 languages). It is imported plainly, so
+# that remote code run without it fails with transformers' "requires the following packages ... Run `pip install
+# sentencex`" instead of silently splitting differently from training.
 
-# SONAR language code prefix -> pysbd language code.
-_PYSBD_LANGUAGES = {
-    "eng": "en", "hin": "hi", "mar": "mr", "zho": "zh", "spa": "es", "amh": "am", "arb": "ar", "hye": "hy",
-    "bul": "bg", "urd": "ur", "rus": "ru", "pol": "pl", "pes": "fa", "nld": "nl", "dan": "da", "fra": "fr",
-    "mya": "my", "ell": "el", "ita": "it", "jpn": "ja", "deu": "de", "kaz": "kk", "slk": "sk",
+# SONAR language (ISO 639-3 prefix) -> the sentencex language whose rules apply: its own, or the one that
+# sentencex's fallback table gives (Catalan for Occitan, Slovak for Czech, Portuguese for Galician, ...). Every other
+# language gets sentencex's default rules (English abbreviations; `.`, `!`, `?` and the stops of other scripts:
+# 。！？ । ؟ ። ...). The table is explicit rather than ISO 639-1 codes passed through, because codes collide: SONAR's
+# `als` is Tosk Albanian, sentencex's `als` is Alemannic (German rules).
+SENTENCEX_LANGUAGES = {
+    "eng": "en", "amh": "am", "bul": "bg", "ben": "bn", "cat": "ca", "oci": "ca", "dan": "da", "deu": "de",
+    "ltz": "de", "ell": "el", "spa": "es", "ast": "es", "quy": "es", "fin": "fi", "fra": "fr", "fon": "fr",
+    "hat": "fr", "kab": "fr", "kbp": "fr", "lin": "fr", "lua": "fr", "plt": "fr", "sag": "fr", "wol": "fr",
+    "guj": "gu", "hin": "hi", "awa": "hi", "mag": "hi", "mai": "hi", "san": "hi", "hye": "hy", "ita": "it",
+    "fur": "it", "lij": "it", "lmo": "it", "scn": "it", "vec": "it", "jpn": "ja", "kaz": "kk", "kan": "kn",
+    "mal": "ml", "mar": "mr", "mya": "my", "nld": "nl", "lim": "nl", "pan": "pa", "pol": "pl", "szl": "pl",
+    "por": "pt", "glg": "pt", "kea": "pt", "rus": "ru", "tat": "ru", "slk": "sk", "ces": "sk", "tam": "ta",
+    "tel": "te", "ukr": "uk", "arb": "ar", "ars": "ar", "acm": "ar", "acq": "ar", "aeb": "ar", "ajp": "ar",
+    "apc": "ar", "ary": "ar", "arz": "ar",
 }  # fmt: skip
-
-# End of sentence: . ! ? or CJK/Devanagari/Arabic stops, optional closing quotes/brackets, then space.
-_FALLBACK_BOUNDARY = re.compile(r"(?<=[.!?。！？।؟])[\"'”’)\]]*\s+")
+DEFAULT_SPLITTER_LANGUAGE = "en"
 
 
-@lru_cache(maxsize=32)
-def _segmenter(lang: str):
-    try:
-        pysbd = importlib.import_module("pysbd")
-    except ImportError:
-        return None
-    code = _PYSBD_LANGUAGES.get(lang.split("_")[0])
-    return pysbd.Segmenter(language=code, clean=False) if code else None
+def splitter_language(lang: str) -> str:
+    """The sentencex language code used for a SONAR language code (`"deu_Latn"` -> `"de"`)."""
+    return SENTENCEX_LANGUAGES.get(lang.split("_")[0], DEFAULT_SPLITTER_LANGUAGE)
 
 
 def split_sentences(text: str, lang: str = "eng_Latn") -> list[str]:
-    """Split a document into stripped, non-empty sentences."""
+    """Split a document into stripped, non-empty sentences (sentencex, with the rules of `lang`)."""
     if not isinstance(text, str):
         raise TypeError(f"Expected a string to split into sentences, got {type(text).__name__}.")
-    segmenter = _segmenter(lang)
-    pieces = segmenter.segment(text) if segmenter is not None else _FALLBACK_BOUNDARY.split(text)
-    return [piece.strip() for piece in pieces if piece and piece.strip()]
+    if not isinstance(lang, str):
+        raise TypeError(f"`lang` must be a SONAR language code such as 'eng_Latn', got {type(lang).__name__}.")
+    pieces = sentencex.segment(splitter_language(lang), text)
+    return [piece.strip() for piece in pieces if piece.strip()]
 
 
 # SONAR's 202 languages in token-id order: the list NLLB-200 (and HF's `FAIRSEQ_LANGUAGE_CODES`) uses. Written out so
@@ -342,11 +346,14 @@ def suppressed_token_ids(tokenizer, model_vocab_size: int | None = None) -> list
 #   the same `revision`, `subfolder`, `token`, `cache_dir` and `local_files_only`;
 # - a folder without a tokenizer still loads, but anything that needs one raises an error saying what to pass. A
 #   tokenizer without SentencePiece pieces (what transformers builds from a folder holding no tokenizer files) is
-#   never used;
+#   never used. Tokenizer files that are there but cannot be read (truncated, corrupt, no pieces) are an error at
+#   loading: the model would otherwise load as if it had none;
 # - `execution_device` says where a module loaded with `device_map` computes (its parameters may be offloaded to "meta").
 
 logger = logging.get_logger(__name__)
 
+# The files a saved SONAR tokenizer leaves in a folder (`NllbTokenizer.save_pretrained`).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "sentencepiece.bpe.model")
 # `from_pretrained` options that say where the files are; the tokenizer is read with the same ones.
 _LOCATION_KWARGS = ("revision", "subfolder", "token", "cache_dir", "local_files_only", "force_download", "proxies")
 _NON_PIECES = 4 + len(SONAR_LANGUAGES) + 1  # <s> <pad> </s> <unk>, the language codes, <mask>
@@ -358,16 +365,27 @@ def has_pieces(tokenizer) -> bool:
 
 
 def load_sonar_tokenizer(source: str, **location):
-    """The SONAR tokenizer saved in a folder or Hub repo, or None (with a warning) when it holds none."""
+    """The SONAR tokenizer saved in a folder or Hub repo, or None (with a warning) when it holds none. Tokenizer
+    files in a local folder that cannot be read, or that hold no SentencePiece pieces, raise a `ValueError`."""
     # Naming the class avoids AutoTokenizer reading config.json, which would ask for trust_remote_code again.
     from transformers import NllbTokenizer
 
+    folder = os.path.join(source, location.get("subfolder") or "")
+    present = [name for name in TOKENIZER_FILES if os.path.isfile(os.path.join(folder, name))]
+    damaged = (
+        f"The SONAR tokenizer saved in {source!r} ({', '.join(present)}) cannot be used: {{}}. Copy the tokenizer "
+        "files again from the converted model, or delete them and pass `tokenizer=` to `from_pretrained`."
+    )
     try:
         tokenizer = NllbTokenizer.from_pretrained(source, **location)
-    except (OSError, ValueError) as error:
-        logger.warning(f"No SONAR tokenizer could be loaded from {source!r} ({error}).")
-        return None
+    except Exception as error:  # JSON, tokenizers and sentencepiece errors alike: the files are there but broken
+        if not present and isinstance(error, OSError):  # a Hub repo without tokenizer files
+            logger.warning(f"No SONAR tokenizer could be loaded from {source!r} ({error}).")
+            return None
+        raise ValueError(damaged.format(f"{type(error).__name__}: {error}")) from error
     if not has_pieces(tokenizer):
+        if present:
+            raise ValueError(damaged.format(f"they hold {len(tokenizer)} tokens and no SentencePiece pieces"))
         logger.warning(
             f"{source!r} holds no SONAR tokenizer (no tokenizer.json with SentencePiece pieces); text methods will "
             "ask for one. Set `model.tokenizer = ...` or save the model together with its tokenizer."
@@ -426,13 +444,15 @@ class SonarTokenizerMixin:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, but missing or unexpected weights are an error (never a random
-        initialisation), and the tokenizer is loaded from the same place."""
+        """`PreTrainedModel.from_pretrained`, but missing, unexpected or mis-shaped weights are an error (never a
+        random initialisation, also with `ignore_mismatched_sizes=True`), and the tokenizer is loaded from the same
+        place (or taken from `tokenizer=`)."""
         wants_info = kwargs.pop("output_loading_info", False)
+        tokenizer = kwargs.pop("tokenizer", None)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         problems = []
-        for kind in ("missing_keys", "unexpected_keys"):
-            keys = sorted(info.get(kind, []))
+        for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+            keys = sorted(str(key) for key in info.get(kind, []))  # mismatched: (name, saved shape, model shape)
             if keys:
                 shown = ", ".join(keys[:8]) + (f" … ({len(keys)} in all)" if len(keys) > 8 else "")
                 problems.append(f"{kind.replace('_', ' ')}: {shown}")
@@ -444,7 +464,9 @@ class SonarTokenizerMixin:
                 "scripts in `conversion/`, which verify what they write."
             )
         location = {key: kwargs[key] for key in _LOCATION_KWARGS if kwargs.get(key) is not None}
-        model.tokenizer = load_sonar_tokenizer(str(pretrained_model_name_or_path), **location)
+        if tokenizer is None:
+            tokenizer = load_sonar_tokenizer(str(pretrained_model_name_or_path), **location)
+        model.tokenizer = tokenizer
         model._after_loading()
         return (model, info) if wants_info else model
 
@@ -477,6 +499,8 @@ __all__ = [
     "has_pieces",
     "load_sonar_tokenizer",
     "split_sentences",
+    "splitter_language",
+    "SENTENCEX_LANGUAGES",
     "SONAR_LANGUAGES",
     "check_language",
     "validate_texts",

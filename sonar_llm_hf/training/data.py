@@ -3,7 +3,7 @@
     examples = prepare_dataset(raw, model, text_column="text")   # sentences, SONAR embeddings, target ids
     trainer = Trainer(model, args, train_dataset=examples, data_collator=SonarLLMDataCollator())
 
-Steps (as the reference's `sonar_encoding.py`, offline): split each document into sentences (pysbd), keep the first
+Steps (as the reference's `sonar_encoding.py`, offline): split each document into sentences (sentencex), keep the first
 `max_sentences` (32), append the end sentence ("End of sequence.") and, if the model was trained with it, prepend
 the begin sentence; embed every sentence with the model's frozen SONAR encoder (length-sorted batches); tokenize the
 SONAR decoder targets `[lang] pieces </s>`.
@@ -53,7 +53,7 @@ from ..models.tokenization_sonar import check_language, encode_target
 logger = logging.getLogger(__name__)
 
 # Bump when the stored format or the splitting/embedding logic changes, so old caches are not reused.
-DATA_FORMAT_VERSION = 3
+DATA_FORMAT_VERSION = 4  # 4: sentencex replaced pysbd
 DEFAULT_EOS_SENTENCE = "End of sequence."
 DEFAULT_BEGIN_SENTENCE = "Begin of text."
 
@@ -84,12 +84,13 @@ def _tokenizer_fingerprint(tokenizer) -> str:
     return _digest(type(tokenizer).__name__, vocab, getattr(tokenizer, "model_max_length", None))
 
 
-def _pysbd_version() -> str | None:
-    try:
-        from importlib.metadata import version
+def _splitter_version() -> str | None:
+    """The sentence splitter's version, part of the split step's fingerprint (new rules, new sentences)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-        return version("pysbd")
-    except Exception:  # not installed: the punctuation fallback splits
+    try:
+        return version("sentencex")
+    except PackageNotFoundError:  # importable but not installed as a distribution (a source build)
         return None
 
 
@@ -192,7 +193,7 @@ def split_documents(
         return out
 
     settings = [text_column, lang_column, default_lang, max_sentences, eos_sentence, begin_sentence, skip_bad_rows]
-    fingerprint = _digest(dataset._fingerprint, "split", settings, _pysbd_version(), DATA_FORMAT_VERSION)
+    fingerprint = _digest(dataset._fingerprint, "split", settings, _splitter_version(), DATA_FORMAT_VERSION)
     remove = [lang_column] if lang_column == "lang" else []
     split_set = dataset.map(
         split, batched=True, with_indices=True, num_proc=num_proc, remove_columns=remove, desc="Splitting sentences",
@@ -338,6 +339,12 @@ def _split_cache(cache_file_name, split_name):
     return f"{stem}-{split_name}{ext}"
 
 
+# Tokens per sentence in collated labels: SONAR's decoder positions, the most tokens a target can hold. A width that
+# is the same for every batch lets `Trainer.evaluate` / `Trainer.predict` join batches (they pad only the sentence
+# axis); the loss drops the all-padding columns before the decoder runs, so the width costs no computation.
+DEFAULT_LABEL_WIDTH = 512
+
+
 class SonarLLMDataCollator:
     """Pads documents to (B, T, d) with `attention_mask`, and sentences to (B, T, L) labels padded with -100.
 
@@ -352,10 +359,14 @@ class SonarLLMDataCollator:
         duplicate_eos_id: append this id after every label row: the extra `</s>` target of
             `duplicate_final_eos_target`, written here so that `Trainer` counts it.
         one_label_per_sentence: keep only each sentence's first label, so that `Trainer` counts target sentences,
-            not tokens. For `loss_type="mse"`, which scores sentences: its loss is then the plain mean over
-            predicted sentences, exact under accumulation and data parallelism.
+            not tokens. For `loss_type="mse"`, which scores sentences (the plain mean over predicted sentences):
+            Trainer's count is then the model's, exact under accumulation and data parallelism.
+        label_width: tokens per sentence in `labels` (L), the same for every batch so that `Trainer.evaluate` and
+            `Trainer.predict` can join batches (the default, 512, is SONAR's decoder positions). A longer target is
+            an error; None pads each batch to its own longest target (smaller, but those joins then fail).
 
-    `SonarLLMDataCollator.for_model(model)` takes all four from the model.
+    `SonarLLMDataCollator.for_model(model)` takes the dtype, the extra `</s>`, the one label per sentence and the
+    label width (its decoder's positions) from the model.
     """
 
     def __init__(
@@ -364,6 +375,7 @@ class SonarLLMDataCollator:
         pad_to_multiple_of: int | None = None,
         duplicate_eos_id: int | None = None,
         one_label_per_sentence: bool = False,
+        label_width: int | None = DEFAULT_LABEL_WIDTH,
     ):
         if isinstance(dtype, str):
             name = dtype.removeprefix("torch.")
@@ -380,6 +392,10 @@ class SonarLLMDataCollator:
         self.one_label_per_sentence = one_label_per_sentence
         if one_label_per_sentence and duplicate_eos_id is not None:
             raise ValueError("`one_label_per_sentence` (MSE) and `duplicate_eos_id` (a CE target) exclude each other.")
+        if label_width is not None and (isinstance(label_width, bool) or not isinstance(label_width, int)
+                                        or label_width < 1):  # fmt: skip
+            raise ValueError(f"`label_width` must be a positive integer or None, got {label_width!r}.")
+        self.label_width = 1 if one_label_per_sentence else label_width
 
     @classmethod
     def for_model(cls, model, pad_to_multiple_of: int | None = None) -> "SonarLLMDataCollator":
@@ -390,8 +406,9 @@ class SonarLLMDataCollator:
         mse_only = getattr(config, "loss_type", "ce") == "mse"
         duplicate = getattr(config, "duplicate_final_eos_target", False) and not mse_only
         eos = config.decoder_config.eos_token_id if duplicate else None
+        width = config.decoder_config.max_position_embeddings  # a target fits the decoder's positions
         return cls(dtype=base.dtype, pad_to_multiple_of=pad_to_multiple_of, duplicate_eos_id=eos,
-                   one_label_per_sentence=mse_only)  # fmt: skip
+                   one_label_per_sentence=mse_only, label_width=width)  # fmt: skip
 
     def _round(self, size: int) -> int:
         step = self.pad_to_multiple_of
@@ -406,7 +423,15 @@ class SonarLLMDataCollator:
         dim = len(features[0]["sentence_embeddings"][0])
         width = self._round(max(lengths))
         extra = 1 if self.duplicate_eos_id is not None else 0
-        tokens = self._round(max(len(ids) for f in features for ids in f["labels"]) + extra)
+        longest = max(len(ids) for f in features for ids in f["labels"]) + extra
+        tokens = self._round(longest) if self.label_width is None else self.label_width
+        if longest > tokens and not self.one_label_per_sentence:
+            raise ValueError(
+                f"A sentence of this batch has {longest} target tokens"
+                + (" (the extra `</s>` included)" if extra else "")
+                + f", more than `label_width={self.label_width}`, the tokens per sentence of every batch. Keep "
+                "targets shorter (`prepare_dataset(max_target_length=...)`) or pass a larger `label_width`."
+            )
         embeddings = torch.zeros(len(features), width, dim, dtype=self.dtype)
         mask = torch.zeros(len(features), width, dtype=torch.long)
         labels = torch.full((len(features), width, tokens), -100, dtype=torch.long)
@@ -421,13 +446,12 @@ class SonarLLMDataCollator:
             embeddings[b, : lengths[b]] = rows.to(self.dtype)
             mask[b, : lengths[b]] = 1
             for t, ids in enumerate(feature["labels"]):
+                ids = ids[:1] if self.one_label_per_sentence else ids  # (B, T, 1): one item per target sentence
                 labels[b, t, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
                 if extra and len(ids):
                     labels[b, t, len(ids)] = self.duplicate_eos_id
         labels[:, 0] = -100
-        if self.one_label_per_sentence:
-            labels = labels[..., :1].contiguous()  # (B, T, 1): one counted item per target sentence
         return {"sentence_embeddings": embeddings, "attention_mask": mask, "labels": labels}
 
 
-__all__ = ["prepare_dataset", "split_documents", "SonarLLMDataCollator", "DATA_FORMAT_VERSION"]
+__all__ = ["prepare_dataset", "split_documents", "SonarLLMDataCollator", "DATA_FORMAT_VERSION", "DEFAULT_LABEL_WIDTH"]
