@@ -15,12 +15,14 @@ network access). DIR receives `results.json`, `results.md` and one JSON-lines fi
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
+from ..cli_errors import run_command
 from .judge import JUDGE_MODEL, ChatClient, continuation_text, export_judge_prompts, grade_table, judge_stories
 from .metrics import require_metrics
 from .protocol import PREFIXES, continue_documents, run_nlg, run_summarization, select_documents
@@ -41,6 +43,8 @@ def load_split(dataset: str, split: str | None = None, config: str | None = None
         builder = _BUILDERS.get(path.suffix.lower())
         if builder is None:
             raise ValueError(f"Unsupported dataset file {path}: use {', '.join(_BUILDERS)} or a save_to_disk folder.")
+        if builder != "parquet":
+            check_utf8(path)  # datasets' own error names neither the file nor the place
         extra = {"sample_by": "paragraph"} if builder == "text" else {}
         loaded = datasets.load_dataset(builder, data_files=str(path), **extra)
     else:
@@ -60,6 +64,28 @@ def load_split(dataset: str, split: str | None = None, config: str | None = None
             raise ValueError(f"{dataset} has no split {split!r}; its splits are {list(loaded)} (--split).")
         return loaded[split]
     return loaded
+
+
+def check_utf8(path: str | Path, chunk_size: int = 1 << 20) -> None:
+    """Raise `ValueError` naming the file, byte offset and line of the first invalid UTF-8 sequence in `path`."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = lines = 0  # bytes and newlines before the current chunk
+    with open(path, "rb") as file:
+        while True:
+            chunk = file.read(chunk_size)
+            pending = len(decoder.getstate()[0])  # the start of a character cut by the previous chunk
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as error:
+                at = offset - pending + error.start
+                line = lines + chunk[: max(0, error.start - pending)].count(b"\n") + 1
+                bad = error.object[error.start : error.end]
+                raise ValueError(f"{path} is not valid UTF-8: byte offset {at} (line {line}) holds {bad!r} "
+                                 f"({error.reason}); save the file as UTF-8.") from None  # fmt: skip
+            if not chunk:
+                return
+            offset += len(chunk)
+            lines += chunk.count(b"\n")
 
 
 def _column(table, name: str, what: str):
@@ -103,12 +129,34 @@ def run_evaluation(model, dataset, split: str | None = None, out: str | Path | N
     if set(tasks) & {"nlg", "summarization"}:
         require_metrics()  # before any generation: the eval extra and WordNet
     out = Path(out) if out is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+    if out is not None and out.exists() and not out.is_dir():
+        raise ValueError(f"The output folder {out} is a file.")
     name = dataset if isinstance(dataset, (str, os.PathLike)) else type(dataset).__name__
     table = load_split(str(dataset), split, dataset_config) if isinstance(dataset, (str, os.PathLike)) else dataset
     model_name = model if isinstance(model, (str, os.PathLike)) or model is None else getattr(model, "name_or_path", "")
     model = load_model(model, device)
+    created = _make_folder(out) if out is not None else []
+    try:
+        return _evaluate(model, table, name, model_name, split, out, tasks, prefixes, limit, skip_last,
+                         max_document_sentences, text_column, summary_column, batch_size, instruction, judge_url,
+                         judge_model, judge_api_key, progress_bar, generate_kwargs)  # fmt: skip
+    except BaseException:
+        for folder in reversed(created):  # a failed run leaves no empty folder behind (records it wrote stay)
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+
+
+def _make_folder(folder: Path) -> list[Path]:
+    """`mkdir -p folder`; returns the folders it created, outermost first."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _evaluate(model, table, name, model_name, split, out, tasks, prefixes, limit, skip_last, max_document_sentences,
+              text_column, summary_column, batch_size, instruction, judge_url, judge_model, judge_api_key,
+              progress_bar, generate_kwargs) -> dict:  # fmt: skip
     lang = model.config.default_lang
     results: dict = {"model": str(model_name or ""), "dataset": str(name), "split": split, "tasks": list(tasks),
                      "settings": {"limit": limit, "skip_last": skip_last, "batch_size": batch_size,
@@ -245,11 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = add_evaluate_arguments(argparse.ArgumentParser(prog="sonar-llm evaluate", description=__doc__,
                                                             formatter_class=argparse.RawDescriptionHelpFormatter))  # fmt: skip
     args = parser.parse_args(argv)
-    try:
-        return run_evaluate(args)
-    except (ValueError, TypeError, OSError, LookupError) as error:
-        print(f"sonar-llm evaluate: error: {error}", file=sys.stderr)
-        return 2
+    return run_command(run_evaluate, args, prog="sonar-llm evaluate")
 
 
 if __name__ == "__main__":
