@@ -64,7 +64,8 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sonar-llm", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(prog="sonar-llm", description=__doc__,
+                                     formatter_class=argparse.RawTextHelpFormatter)  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="continue one or more texts sentence by sentence")
     gen.add_argument("prompt", nargs="+", help="text(s) to continue; each is split into sentences")
@@ -84,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--trust-remote-code", action="store_true", help="use the folder's code instead of the package")
     gen.add_argument("--quiet", action="store_true", help="print only the generated sentences")
     gen.add_argument("--no-pack", dest="pack", action="store_false",
-                     help="keep SONAR's plain layers on CPU (by default fp32 weights are packed for oneDNN: exact, faster)")
+                     help="keep SONAR's plain layers on CPU (by default fp32 weights are packed for oneDNN: "
+                          "exact, faster)")  # fmt: skip
     gen.set_defaults(func=_generate)
     from .evaluation.evaluate import add_evaluate_arguments, run_evaluate
 

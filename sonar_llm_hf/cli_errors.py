@@ -41,7 +41,7 @@ class CommandError(Exception):
 
 
 def extra_install_line(extra: str) -> str:
-    return f'pip install -e ".[{extra}]"  (from a clone of sonar-llm-hf)'
+    return f'pip install -e ".[{extra}]" (in the sonar-llm-hf clone)'
 
 
 def _one_line(text: str) -> str:
@@ -61,8 +61,8 @@ def describe(error: BaseException) -> tuple[str, int]:
     if isinstance(error, ImportError) and "pip install" not in message:
         name = (error.name or "").split(".")[0]
         if name in OPTIONAL_EXTRAS:
-            extra = OPTIONAL_EXTRAS[name]
-            return f"the optional package {name!r} is not installed ({message}): {extra_install_line(extra)}", EXIT_ERROR
+            line = f"the optional package {name!r} is not installed ({message})"
+            return f"{line}: {extra_install_line(OPTIONAL_EXTRAS[name])}", EXIT_ERROR
         if name:
             return f"{message}: this command needs the package that provides {name!r} (pip install it)", EXIT_ERROR
     # A wrapper's message ("An error occurred while generating the dataset") says less than its cause.
@@ -94,8 +94,8 @@ def _looks_like_a_path(name: str) -> bool:
 
 
 def _hub_offline() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE",
-                                                                                     "TRANSFORMERS_OFFLINE"))  # fmt: skip
+    variables = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in variables)
 
 
 def check_weight_files(folder: Path) -> None:
