@@ -25,6 +25,7 @@ from common import (
     instrument,
     matmul_gflops,
 )
+
 from sonar_llm_hf.demo.story_world import generate_corpus
 from sonar_llm_hf.testing.reference import reference_generate
 
@@ -99,7 +100,7 @@ def main() -> None:
                                        for r, o in zip(reference_predictions, out.predicted_embeddings)),
         "prediction_max_abs": max(float(r.abs().max()) for r in reference_predictions),
     }  # fmt: skip
-    print(f"| | reference | ours |\n|---|---|---|")
+    print("| | reference | ours |\n|---|---|---|")
     print(f"| s / sentence | {reference_per_sentence:.3f} | {ours_per_sentence:.3f} |")
     print(f"| sentences / s | {1 / reference_per_sentence:.3f} | {1 / ours_per_sentence:.3f} |")
     print(f"speedup {results['speedup']:.2f}x; ours: SONAR decode {results['ours_share_sonar_decode']:.1%}, "

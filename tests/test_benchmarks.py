@@ -10,8 +10,8 @@ BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
 
 def run(script: str, *options: str):
-    result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick", *options], capture_output=True, text=True,
-                            timeout=600, cwd=BENCHMARKS)  # fmt: skip
+    result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick", *options], capture_output=True,
+                            text=True, timeout=600, cwd=BENCHMARKS)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout, json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -53,9 +53,10 @@ def test_bench_fairseq2_quick():
     # generated texts (--quick: 4 inputs, 2 decoded one at a time, 2 reference prompts)
     assert results["decode_bn_same_ids"] == 4 and results["decode_b1_same_ids"] == 2
     assert results["encode_max_abs_diff"] < 1e-5
-    assert results["generate_same_texts"] == 2
+    assert results["generate_same_texts"] == 2 and results["generate_prediction_max_abs_diff"] < 1e-5  # as above
     packed = results["packed"]  # exact: the same outputs again
     assert packed["decode_bn_same_ids"] == 4 and packed["encode_max_abs_diff"] < 1e-5 and packed["generate_same_texts"] == 2
+    assert packed["generate_prediction_max_abs_diff"] < 1e-5
     assert results["int8"]["encode_bn_min_cosine"] > 0.9 and results["int8"]["decode_bn"]["speedup"] > 0
 
 

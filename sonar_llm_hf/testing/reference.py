@@ -1,4 +1,5 @@
-"""The reference SONAR-LLM algorithms (FusionBrainLab/SONAR-LLM), restated once for the parity tests and the benchmarks.
+"""The reference SONAR-LLM algorithms (FusionBrainLab/SONAR-LLM), restated once for the parity tests and the
+benchmarks.
 
 - `reference_loss`: `SonarLossWrapper.forward` of `train_sonarllm.py` (REFERENCE.md §2.5): a Python loop over
   sentences, tokenizing on the fly, full-vocabulary logits, the duplicated final `</s>` target (optional), and
@@ -72,13 +73,13 @@ def plain_torch_products():
     that a faster kernel is exact: a baseline that itself ran oneDNN could not tell oneDNN's errors apart."""
     from ..models import onednn_linear
 
-    original = onednn_linear._onednn_op
+    original, enabled = onednn_linear._onednn_op, torch.backends.mkldnn.enabled
     onednn_linear._onednn_op = lambda: None
+    torch.backends.mkldnn.enabled = False
     try:
-        with torch.backends.mkldnn.flags(enabled=False):
-            yield
+        yield
     finally:
-        onednn_linear._onednn_op = original
+        onednn_linear._onednn_op, torch.backends.mkldnn.enabled = original, enabled
 
 
 @torch.no_grad()
