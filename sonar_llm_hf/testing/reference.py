@@ -17,6 +17,7 @@ against fairseq2's own outputs (`tests/fixtures/reference/`), and `benchmarks/be
 
 from __future__ import annotations
 
+import importlib
 from contextlib import contextmanager
 
 import torch
@@ -66,20 +67,38 @@ def reference_loss(model, embeddings, documents, lang="eng_Latn", max_len=256, d
     return (loss, int((dec_labels != HF_PAD).sum())) if return_count else loss
 
 
+# Where the package decides whether to multiply with oneDNN: (module, function returning the op or None). Both
+# layouts are listed (the oneDNN routes live in `models/` or in a `speed/` subpackage).
+_ONEDNN_SWITCHES = (("sonar_llm_hf.models.onednn_linear", "_onednn_op"), ("sonar_llm_hf.speed.onednn", "onednn_op"))
+
+
 @contextmanager
 def plain_torch_products():
     """Every matrix product on torch's default CPU path (BLAS), as on a machine or build without oneDNN: our oneDNN
-    routes (`models/onednn_linear.py`) off and torch's own oneDNN dispatch disabled. The baseline of the claims
-    that a faster kernel is exact: a baseline that itself ran oneDNN could not tell oneDNN's errors apart."""
-    from ..models import onednn_linear
-
-    original, enabled = onednn_linear._onednn_op, torch.backends.mkldnn.enabled
-    onednn_linear._onednn_op = lambda: None
+    routes off and torch's own oneDNN dispatch disabled. The baseline of the claims that a faster kernel is exact:
+    a baseline that itself ran oneDNN could not tell oneDNN's errors apart."""
+    switches = []
+    for module_name, name in _ONEDNN_SWITCHES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        if hasattr(module, name):
+            switches.append((module, name, getattr(module, name)))
+    if not switches:
+        raise RuntimeError(f"None of {_ONEDNN_SWITCHES} exists: plain_torch_products must learn the new place.")
+    enabled = torch.backends.mkldnn.enabled
+    for module, name, _ in switches:
+        setattr(module, name, lambda: None)
     torch.backends.mkldnn.enabled = False
     try:
+        for module, _, _ in switches:  # the package now says oneDNN does not apply, even to fp32 CPU weights
+            assert not getattr(module, "onednn_applies", lambda m: False)(nn.Linear(2, 2))
         yield
     finally:
-        onednn_linear._onednn_op, torch.backends.mkldnn.enabled = original, enabled
+        for module, name, original in switches:
+            setattr(module, name, original)
+        torch.backends.mkldnn.enabled = enabled
 
 
 @torch.no_grad()
