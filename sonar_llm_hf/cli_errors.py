@@ -66,7 +66,7 @@ def describe(error: BaseException) -> tuple[str, int]:
         if name:
             return f"{message}: this command needs the package that provides {name!r} (pip install it)", EXIT_ERROR
     # A wrapper's message ("An error occurred while generating the dataset") says less than its cause.
-    cause = error.__cause__ if error.__cause__ is not None or error.__suppress_context__ else error.__context__
+    cause = error.__cause__
     cause_message = _one_line(cause) if cause is not None else ""
     if cause_message and cause_message not in message:
         message = f"{message} ({type(cause).__name__}: {cause_message})"

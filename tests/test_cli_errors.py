@@ -178,3 +178,22 @@ def test_every_subcommand_gets_the_handling(capsys, monkeypatch):
     monkeypatch.setenv(TRACEBACK_VARIABLE, "1")
     assert run_command(bug, Args()) == EXIT_BUG
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_a_wrappers_cause_is_on_the_line():
+    """Libraries wrap the informative error (datasets: "An error occurred while generating the dataset"): the line
+    carries the cause, and such a library error counts as bad input (status 2), matched by its class name."""
+
+    class DatasetGenerationError(Exception):
+        pass
+
+    try:
+        try:
+            b"ab\xff".decode()
+        except UnicodeDecodeError as error:
+            raise DatasetGenerationError("An error occurred while generating the dataset") from error
+    except DatasetGenerationError as error:
+        line, status = describe(error)
+    assert status == 2
+    assert line == ("An error occurred while generating the dataset (UnicodeDecodeError: 'utf-8' codec can't decode "
+                    "byte 0xff in position 2: invalid start byte)")  # fmt: skip
