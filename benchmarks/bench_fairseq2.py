@@ -135,7 +135,7 @@ def restatement_side(args, spec: dict, work: Path):
     from sonar_llm_hf import build_sonar_tokenizer
     from sonar_llm_hf.models.generation_sonar_text import fairseq2_beam_search
     from sonar_llm_hf.models.tokenization_sonar import encode_source, suppressed_token_ids
-    from sonar_llm_hf.testing.reference import full_cross_attention, reference_generate
+    from sonar_llm_hf.testing.reference import full_cross_attention, reference_encode, reference_generate
 
     model = build_model(True, work / "tiny")
     model.tokenizer = tokenizer = build_sonar_tokenizer(spec["spm"])
@@ -152,21 +152,23 @@ def restatement_side(args, spec: dict, work: Path):
                                         suppress_ids=suppress, prune_rows=False)  # fmt: skip
 
     baseline = {"encode_ids": [encode_source(tokenizer, [t], "eng_Latn")[0] for t in texts], "torch": torch.__version__}
-    repeats = spec["encode_repeats"]
-    baseline["encode_b1"], baseline["encode_b1_s"] = timed(lambda: torch.cat([encoder.encode([t]) for t in texts]), repeats)
-    baseline["encode_bn"], baseline["encode_bn_s"] = timed(lambda: encoder.encode(texts, batch_size=len(texts)), repeats)
+    repeats, ids = spec["encode_repeats"], baseline["encode_ids"]
+    # SONAR's pipeline restated (padded batches, torch's products, its pooling): not our `encode` compared with itself
+    baseline["encode_b1"], baseline["encode_b1_s"] = timed(lambda: reference_encode(encoder, ids, batch_size=1), repeats)
+    baseline["encode_bn"], baseline["encode_bn_s"] = timed(lambda: reference_encode(encoder, ids), repeats)
     inputs = baseline["encode_bn"][: spec["decode_inputs"]]
     single, baseline["decode_b1_s"] = timed(lambda: [beam_search(inputs[i : i + 1]) for i in range(spec["decode_b1_inputs"])])
     baseline["decode_b1_ids"], baseline["decode_b1_scores"] = [s[0][0] for s in single], [s[1][0] for s in single]
-    (baseline["decode_bn_ids"], baseline["decode_bn_scores"]), baseline["decode_bn_s"] = timed(lambda: beam_search(inputs),
-                                                                                         spec["decode_repeats"])  # fmt: skip
+    decoded, baseline["decode_bn_s"] = timed(lambda: beam_search(inputs), spec["decode_repeats"])
+    baseline["decode_bn_ids"], baseline["decode_bn_scores"] = decoded
     baseline["decode_inputs"] = inputs
-    baseline["generate_texts"], baseline["generate_s_per_prompt"] = [], []
+    baseline["generate_texts"], baseline["generate_s_per_prompt"], baseline["generate_predictions"] = [], [], []
     for prompt in spec["prompts"][: spec["reference_prompts"]]:
-        new, seconds = timed(lambda: reference_generate(model, prompt, threshold=spec["eos_threshold"],
-                                                        max_new_sentences=spec["sentences"], at_reference_cost=True,
-                                                        num_beams=beam, max_length=max_length))  # fmt: skip
+        (new, predicted), seconds = timed(lambda prompt=prompt: reference_generate(
+            model, prompt, threshold=spec["eos_threshold"], max_new_sentences=spec["sentences"],
+            at_reference_cost=True, num_beams=beam, max_length=max_length, return_predictions=True))  # fmt: skip
         baseline["generate_texts"].append(new)
+        baseline["generate_predictions"].append(torch.stack(predicted))
         baseline["generate_s_per_prompt"].append(seconds)
     model.save_pretrained(work / "llm")  # where --packed and --int8 load fresh copies, as on the fairseq2 side
     return baseline, model
@@ -185,8 +187,8 @@ def ours_side(spec: dict, model, inputs: torch.Tensor, sonar_only: bool = False)
     single, results["decode_b1_s"] = timed(lambda: [decoder.decode(inputs[i : i + 1], **decode)[1][0]
                                                     for i in range(spec["decode_b1_inputs"])])  # fmt: skip
     results["decode_b1_ids"] = single
-    (_, results["decode_bn_ids"]), results["decode_bn_s"] = timed(lambda: decoder.decode(inputs, batch_size=len(inputs), **decode),
-                                                                     spec["decode_repeats"])  # fmt: skip
+    (_, results["decode_bn_ids"]), results["decode_bn_s"] = timed(
+        lambda: decoder.decode(inputs, batch_size=len(inputs), **decode), spec["decode_repeats"])  # fmt: skip
     if sonar_only:
         return results
     options = dict(max_new_sentences=spec["sentences"], eos_threshold=1.0, num_beams=beam, max_length=max_length)
@@ -195,6 +197,7 @@ def ours_side(spec: dict, model, inputs: torch.Tensor, sonar_only: bool = False)
     results["generate_1_texts"] = out.sentences
     out, results["generate_n_s"] = timed(lambda: model.generate(spec["prompts"], **options))
     results["generate_n_texts"] = out.sentences
+    results["generate_n_predictions"] = out.predicted_embeddings
     return results
 
 
@@ -224,6 +227,10 @@ def compare(spec: dict, baseline: dict, ours: dict) -> dict:
         reference = baseline["generate_texts"]
         row["generate_same_texts"] = sum(a == b for a, b in zip(reference, ours["generate_n_texts"][: len(reference)]))
         row["generate_1_same_texts"] = int(reference[0] == ours["generate_1_texts"][0])
+        if "generate_predictions" in baseline:  # the restatement's predicted embeddings: a random decoder's texts
+            pairs = zip(baseline["generate_predictions"], ours["generate_n_predictions"])  # hardly depend on them
+            row["generate_prediction_max_abs_diff"] = max(
+                float((a - b.float()).abs().max()) if a.shape == b.shape else float("inf") for a, b in pairs)
     return row
 
 
@@ -271,8 +278,8 @@ def main() -> None:
         spm = train_tiny_spm(work / "spm.model", corpus, vocab_size=300 if args.quick else 2000)
         texts, prompts = bench_inputs(build_sonar_tokenizer(spm), args.inputs, args.prompts, 26 if not args.quick else 10)
         spec = dict(work=str(work), spm=str(spm), sonar=size["sonar"],
-                    llama_config={**LLAMA_COMMON, **size["llama"]}, seed=0, threads=args.threads, num_beams=args.num_beams,
-                    tokens=args.tokens, encode_texts=texts, decode_inputs=args.inputs,
+                    llama_config={**LLAMA_COMMON, **size["llama"]}, seed=0, threads=args.threads,
+                    num_beams=args.num_beams, tokens=args.tokens, encode_texts=texts, decode_inputs=args.inputs,
                     decode_b1_inputs=args.decode_b1_inputs, prompts=prompts, reference_prompts=args.reference_prompts,
                     sentences=args.sentences, encode_repeats=args.encode_repeats,
                     decode_repeats=args.decode_repeats, eos_threshold=1.01, eos_sentence="End of sequence.",
@@ -303,14 +310,15 @@ def main() -> None:
             model = None
             model = prepare_for_inference(SonarLLMForCausalSentenceModeling.from_pretrained(work / "llm"), "int8")
             int8 = ours_side(spec, model, inputs, sonar_only=True)
-            row["int8"] = {k: {"ours_fp32_s": ours[f"{k}_s"], "int8_s": int8[f"{k}_s"], "speedup": ours[f"{k}_s"] / int8[f"{k}_s"]}
+            row["int8"] = {k: {"ours_fp32_s": ours[f"{k}_s"], "int8_s": int8[f"{k}_s"],
+                               "speedup": ours[f"{k}_s"] / int8[f"{k}_s"]}
                            for k in ("encode_b1", "encode_bn", "decode_b1", "decode_bn")}  # fmt: skip
             row["int8"]["decode_bn_same_ids"] = sum(a == b for a, b in zip(ours["decode_bn_ids"], int8["decode_bn_ids"]))
             row["int8"]["encode_bn_min_cosine"] = float(torch.nn.functional.cosine_similarity(ours["encode_bn"], int8["encode_bn"]).min())
     results = {"baseline": kind, "baseline_torch": baseline.get("torch"), "ours_torch": torch.__version__,
                "machine": machine(), "load_average_before": load, "load_average_after": os.getloadavg(),
-               "threads": args.threads, "quick": args.quick, "settings": {k: v for k, v in spec.items() if k not in ("work", "spm")},
-               **row}  # fmt: skip
+               "threads": args.threads, "quick": args.quick,
+               "settings": {k: v for k, v in spec.items() if k not in ("work", "spm")}, **row}  # fmt: skip
     report(results, args)
     path = Path(args.json) if args.json else None if args.quick else RESULTS / "fairseq2.json"
     if path is not None:
@@ -322,16 +330,19 @@ def main() -> None:
 def report(r: dict, args) -> None:
     name = "fairseq2" if r["baseline"] == "fairseq2" else "restatement (not fairseq2)"
     n, one = args.inputs, args.decode_b1_inputs
-    print(f"{r['machine']['cpu']} ({', '.join(r['machine']['isa'])}), {r['threads']} threads, fp32; "
-          f"load average {r['load_average_before'][0]:.2f} before, {r['load_average_after'][0]:.2f} after")  # fmt: skip
+    print(f"{r['machine']['cpu']} ({', '.join(r['machine']['isa'])}), {r['threads']} threads, fp32; load average "
+          f"{r['load_average_before'][0]:.2f} before, {r['load_average_after'][0]:.2f} after")  # fmt: skip
     print(f"| s per sentence | {name} | ours | speed-up |\n|---|---|---|---|")
-    for key, label in (("decode_b1", f"decode, one at a time ({one})"), ("decode_bn", f"decode, {n} at once"),
-                       ("encode_b1", f"encode, one at a time ({n})"), ("encode_bn", f"encode, {n} at once")):  # fmt: skip
+    labels = (("decode_b1", f"decode, one at a time ({one})"), ("decode_bn", f"decode, {n} at once"),
+              ("encode_b1", f"encode, one at a time ({n})"), ("encode_bn", f"encode, {n} at once"))  # fmt: skip
+    for key, label in labels:
         print(f"| {label} | {r[key]['baseline_s']:.3f} | {r[key]['ours_s']:.3f} | {r[key]['speedup']:.2f}x |")
     if "generate_n" in r:
         g1, gn = r["generate_1"], r["generate_n"]
-        print(f"| generate, 1 prompt (s per prompt) | {g1['baseline_s']:.2f} | {g1['ours_s']:.2f} | {g1['speedup']:.2f}x |")
-        print(f"| generate, {gn['prompts']} prompts (s) | {gn['baseline_s']:.2f} | {gn['ours_s']:.2f} | {gn['speedup']:.2f}x |")
+        print(f"| generate, 1 prompt (s per prompt) | {g1['baseline_s']:.2f} | {g1['ours_s']:.2f} | "
+              f"{g1['speedup']:.2f}x |")
+        print(f"| generate, {gn['prompts']} prompts (s) | {gn['baseline_s']:.2f} | {gn['ours_s']:.2f} | "
+              f"{gn['speedup']:.2f}x |")
     print(f"same ids: decode {r['decode_b1_same_ids']}/{one} one at a time, {r['decode_bn_same_ids']}/{n} at once "
           f"({r['decode_distinct_tokens']} distinct tokens); embeddings max abs diff {r['encode_max_abs_diff']:.2g}; "
           f"generated texts same for {r.get('generate_same_texts', 0)}/{args.reference_prompts} prompts")  # fmt: skip
@@ -339,17 +350,21 @@ def report(r: dict, args) -> None:
         p = r["packed"]
         print(f"| packed (pack_sonar) | {name} | ours packed | speed-up |\n|---|---|---|---|")
         for key in ("decode_b1", "decode_bn", "encode_b1", "encode_bn"):
-            print(f"| {key} (s per sentence) | {p[key]['baseline_s']:.3f} | {p[key]['ours_s']:.3f} | {p[key]['speedup']:.2f}x |")
+            print(f"| {key} (s per sentence) | {p[key]['baseline_s']:.3f} | {p[key]['ours_s']:.3f} | "
+                  f"{p[key]['speedup']:.2f}x |")
         print(f"| generate, {p['generate_n']['prompts']} prompts (s) | {p['generate_n']['baseline_s']:.2f} | "
               f"{p['generate_n']['ours_s']:.2f} | {p['generate_n']['speedup']:.2f}x |")  # fmt: skip
-        print(f"packed: same ids {p['decode_b1_same_ids']}/{one} and {p['decode_bn_same_ids']}/{n}; embeddings max abs "
-              f"diff {p['encode_max_abs_diff']:.2g}; generated texts same for {p['generate_same_texts']}/{args.reference_prompts}")  # fmt: skip
+        print(f"packed: same ids {p['decode_b1_same_ids']}/{one} and {p['decode_bn_same_ids']}/{n}; embeddings "
+              f"max abs diff {p['encode_max_abs_diff']:.2g}; generated texts same for "
+              f"{p['generate_same_texts']}/{args.reference_prompts}")  # fmt: skip
     if "int8" in r:
         q = r["int8"]
         print("| int8 vs our fp32 | fp32 | int8 | speed-up |\n|---|---|---|---|")
         for key in ("decode_b1", "decode_bn", "encode_b1", "encode_bn"):
-            print(f"| {key} (s, total) | {q[key]['ours_fp32_s']:.2f} | {q[key]['int8_s']:.2f} | {q[key]['speedup']:.2f}x |")
-        print(f"int8: decode same ids {q['decode_bn_same_ids']}/{n} (random weights), encode min cosine {q['encode_bn_min_cosine']:.4f}")
+            print(f"| {key} (s, total) | {q[key]['ours_fp32_s']:.2f} | {q[key]['int8_s']:.2f} | "
+                  f"{q[key]['speedup']:.2f}x |")
+        print(f"int8: decode same ids {q['decode_bn_same_ids']}/{n} (random weights), encode min cosine "
+              f"{q['encode_bn_min_cosine']:.4f}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from common import (
     instrument,
     matmul_gflops,
 )
+
 from sonar_llm_hf.demo.story_world import generate_corpus
 from sonar_llm_hf.speed import prepare_for_inference
 from sonar_llm_hf.testing.reference import reference_generate
@@ -54,10 +55,14 @@ def main() -> None:
     # (a) the reference loop, one prompt at a time
     reference_generate(model, prompts[0], max_new_sentences=1, threshold=eos_never, at_reference_cost=True, **decode)  # warm-up
     start = time.perf_counter()
-    reference_sentences = 0
+    reference_texts, reference_predictions = [], []
     for prompt in prompts[: args.reference_prompts]:
-        reference_sentences += len(reference_generate(model, prompt, max_new_sentences=args.sentences, threshold=eos_never, at_reference_cost=True, **decode))
+        texts, predicted = reference_generate(model, prompt, max_new_sentences=args.sentences, threshold=eos_never,
+                                              at_reference_cost=True, return_predictions=True, **decode)  # fmt: skip
+        reference_texts.append(texts)
+        reference_predictions.append(torch.stack(predicted))
     reference_time = time.perf_counter() - start
+    reference_sentences = sum(len(texts) for texts in reference_texts)
     reference_per_sentence = reference_time / reference_sentences
 
     # (b) ours: all prompts in one call, KV cache; decode and encode instrumented
@@ -89,14 +94,23 @@ def main() -> None:
         "ours_share_sonar_encode": totals.get("encode", 0) / ours_time, "ours_share_outside_sonar": 1 - sonar_share,
         "gflop_per_sentence": flops / 1e9, "matmul_gflops": rate, "floor_s_per_sentence": floor,
         "ours_over_floor": ours_per_sentence / floor,
+        # the timed runs computed the same documents: the backbone's predictions (a random model's decoded texts
+        # barely depend on them) and the sentences
+        "reference_prompts": len(reference_texts),
+        "same_texts": sum(a == b for a, b in zip(reference_texts, out.sentences)),
+        "prediction_max_abs_diff": max(float((r - o.float()).abs().max()) if r.shape == o.shape else float("inf")
+                                       for r, o in zip(reference_predictions, out.predicted_embeddings)),
+        "prediction_max_abs": max(float(r.abs().max()) for r in reference_predictions),
     }  # fmt: skip
-    print(f"| | reference | ours |\n|---|---|---|")
+    print("| | reference | ours |\n|---|---|---|")
     print(f"| s / sentence | {reference_per_sentence:.3f} | {ours_per_sentence:.3f} |")
     print(f"| sentences / s | {1 / reference_per_sentence:.3f} | {1 / ours_per_sentence:.3f} |")
     print(f"speedup {results['speedup']:.2f}x; ours: SONAR decode {results['ours_share_sonar_decode']:.1%}, "
           f"encode {results['ours_share_sonar_encode']:.1%}, outside SONAR {results['ours_share_outside_sonar']:.1%}")
     print(f"floor: {flops / 1e9:.1f} GFLOP per sentence at {rate:.0f} GFLOP/s = {floor:.3f} s; "
           f"ours is {results['ours_over_floor']:.2f}x the floor")  # fmt: skip
+    print(f"same sentences as the reference on {results['same_texts']} of {len(reference_texts)} prompts; predicted "
+          f"embeddings within {results['prediction_max_abs_diff']:.1e}")  # fmt: skip
     print(json.dumps(results))
     if args.json:
         with open(args.json, "w") as f:

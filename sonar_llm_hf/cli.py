@@ -7,12 +7,16 @@
 Sentences are printed as soon as they are decoded. Without `--model` the offline demo model is used (see
 `sonar_llm_hf.demo`): a miniature trained here to show the method, not a language model. On CPU in fp32, `generate`
 packs SONAR's layer weights for oneDNN first (`sonar_llm_hf.speed`: exact, same memory, faster; `--kernels` chooses).
+A failure prints one line on stderr and exits with a non-zero status, 2 for bad input (`cli_errors.py`;
+SONAR_LLM_TRACEBACK=1 also prints the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from .cli_errors import run_command
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -64,7 +68,8 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sonar-llm", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(prog="sonar-llm", description=__doc__,
+                                     formatter_class=argparse.RawTextHelpFormatter)  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="continue one or more texts sentence by sentence")
     gen.add_argument("prompt", nargs="+", help="text(s) to continue; each is split into sentences")
@@ -122,12 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse, then run the subcommand; any failure is one line on stderr and a non-zero status (`cli_errors.py`)."""
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, TypeError, OSError, LookupError) as error:  # LookupError: WordNet missing
-        print(f"sonar-llm: error: {error}", file=sys.stderr)
-        return 2
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The benchmark scripts run from a fresh install in their --quick modes and print their figures (no timing asserts)."""
+"""The benchmark scripts run from a fresh install in their --quick modes, print their figures (no timing asserts)
+and check that both sides of each comparison computed the same outputs, each side on its own code path."""
 
 import json
 import subprocess
@@ -9,8 +10,8 @@ BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
 
 def run(script: str, *options: str):
-    result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick", *options], capture_output=True, text=True,
-                            timeout=600, cwd=BENCHMARKS)  # fmt: skip
+    result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick", *options], capture_output=True,
+                            text=True, timeout=600, cwd=BENCHMARKS)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout, json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -21,6 +22,13 @@ def test_bench_generate_quick():
     for key in ("speedup", "reference_sentences_per_s", "ours_sentences_per_s", "ours_share_sonar_decode",
                 "ours_share_sonar_encode", "floor_s_per_sentence", "gflop_per_sentence", "matmul_gflops"):  # fmt: skip
         assert results[key] > 0, key
+    # the reference loop (one prompt, full recompute) and ours (batched, left-padded, cached) computed the same
+    # documents. A random decoder's texts hardly depend on the embeddings, so the predictions are compared too: the
+    # same fp32 products summed in another order, each off by about sqrt(K) * eps * |terms| (K <= 256 terms here:
+    # 2e-6 for terms of size 1), a few products deep -> 1e-5 per unit of magnitude. (A position off by one in the
+    # cached step moves them by 1e-4.)
+    assert results["reference_prompts"] == 2 and results["same_texts"] == 2
+    assert results["prediction_max_abs_diff"] < 1e-5 * max(1.0, results["prediction_max_abs"])
 
 
 def test_bench_train_quick():
@@ -41,13 +49,14 @@ def test_bench_fairseq2_quick():
     assert results["baseline"] == "restatement" and results["quick"]
     for key in ("decode_b1", "decode_bn", "encode_b1", "encode_bn", "generate_1", "generate_n"):
         assert results[key]["speedup"] > 0, key
-    # same outputs on both sides: ids, embeddings, generated texts
-    # (--quick: 4 inputs, 2 decoded one at a time, 2 reference prompts)
+    # same outputs on both sides: ids, embeddings (SONAR's pipeline restated: padded batches, torch's products),
+    # generated texts (--quick: 4 inputs, 2 decoded one at a time, 2 reference prompts)
     assert results["decode_bn_same_ids"] == 4 and results["decode_b1_same_ids"] == 2
     assert results["encode_max_abs_diff"] < 1e-5
-    assert results["generate_same_texts"] == 2
+    assert results["generate_same_texts"] == 2 and results["generate_prediction_max_abs_diff"] < 1e-5  # as above
     packed = results["packed"]  # exact: the same outputs again
     assert packed["decode_bn_same_ids"] == 4 and packed["encode_max_abs_diff"] < 1e-5 and packed["generate_same_texts"] == 2
+    assert packed["generate_prediction_max_abs_diff"] < 1e-5
     assert results["int8"]["encode_bn_min_cosine"] > 0.9 and results["int8"]["decode_bn"]["speedup"] > 0
 
 

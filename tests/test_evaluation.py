@@ -65,6 +65,20 @@ def stories():
     return generate_corpus(6, seed=123)
 
 
+def reference_pair_scores(prediction: str, reference: str) -> dict:
+    """The reference's `evaluate_nlg.py` definitions, on the libraries directly (nltk's own WordNet loader)."""
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+    from nltk.translate.meteor_score import meteor_score
+    from rouge_score import rouge_scorer
+
+    rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True).score(reference, prediction)["rougeL"].fmeasure
+    return {
+        "bleu": sentence_bleu([reference.split()], prediction.split(), smoothing_function=SmoothingFunction().method4),
+        "rouge_l": rouge,
+        "meteor": meteor_score([reference.split()], prediction.split()),
+    }
+
+
 # -- metrics ----------------------------------------------------------------------------------------------------
 
 
@@ -80,12 +94,10 @@ def test_nlg_scores_equal_the_reference_definitions(wordnet):
     assert ours["count"] == len(pairs)
 
 
-def test_meteor_matches_synonyms_through_wordnet(wordnet):
-    from nltk.translate.meteor_score import meteor_score
-
-    hypothesis, reference = "the kitty sat on the rug".split(), "the cat sat on the mat".split()
-    assert meteor_score([reference], hypothesis) == pytest.approx(0.625)
-    assert pair_scores(" ".join(hypothesis), " ".join(reference))["meteor"] == pytest.approx(0.625)
+def test_meteor_matches_synonyms_through_wordnet(wordnet, monkeypatch):
+    """Our METEOR (not nltk's on its own) uses the WordNet that `check_wordnet` found: the pinned score needs its
+    synonyms, and the same pair scored by our code with a WordNet that knows none is lower."""
+    assert pair_scores("the kitty sat on the rug", "the cat sat on the mat")["meteor"] == pytest.approx(0.625)
 
     class NoSynonyms:
         def synsets(self, *args, **kwargs):
@@ -95,8 +107,14 @@ def test_meteor_matches_synonyms_through_wordnet(wordnet):
     prediction = "The teacher fixed the kite with some tape, and the children cheered loudly."
     reference = "The teacher repaired the kite using tape, and the kids cheered."
     with_wordnet = pair_scores(prediction, reference)["meteor"]
-    without = meteor_score([reference.split()], prediction.split(), wordnet=NoSynonyms())
-    assert with_wordnet == pytest.approx(0.7991622574955908, abs=1e-12) and without < with_wordnet - 0.1
+    assert with_wordnet == pytest.approx(0.7991622574955908, abs=1e-12)
+    monkeypatch.setattr(metrics_module, "check_wordnet", NoSynonyms)
+    metrics_module._scorers.cache_clear()
+    try:
+        without = pair_scores(prediction, reference)["meteor"]
+    finally:
+        metrics_module._scorers.cache_clear()
+    assert without < with_wordnet - 0.1
 
 
 def test_bad_pairs_are_clear_errors(wordnet):
@@ -166,13 +184,20 @@ def test_nlg_protocol_on_the_demo_model(demo_model, stories, tmp_path, wordnet):
                                    records_path=path)  # fmt: skip
         assert [json.loads(line) for line in path.read_text().splitlines()] == records
         assert summary["count"] == len(records) == len(stories) and summary["prefix"] == prefix
-        for record, story in zip(records, stories):
-            n = 2 if prefix == "short" else max(1, len(story) // 2)
+        # each record holds the model's own continuation of its prefix, scored by the reference's definitions (the
+        # libraries called here directly, not through our metrics module)
+        lengths = [2 if prefix == "short" else max(1, len(story) // 2) for story in stories]
+        continued = demo_model.generate([story[:n] for story, n in zip(stories, lengths)], max_new_sentences=1)
+        expected_scores = []
+        for record, story, n, new in zip(records, stories, lengths, continued.sentences):
             assert record["prefix"] == " ".join(story[:n]) and record["reference"] == story[n]
-            assert isinstance(record["generation"], str)
-            assert record["scores"] == pair_scores(record["generation"], record["reference"])
-        mean = 100 * sum(r["scores"]["rouge_l"] for r in records) / len(records)
-        assert summary["rouge_l"] == pytest.approx(mean)
+            assert record["generation"] == (new[0] if new else "")
+            expected_scores.append(reference_pair_scores(record["generation"], record["reference"]))
+            assert record["scores"] == pytest.approx(expected_scores[-1], abs=1e-12)
+        for name in ("bleu", "rouge_l", "meteor"):
+            mean = 100 * sum(s[name] for s in expected_scores) / len(expected_scores)
+            assert summary[name] == pytest.approx(mean, abs=1e-9)
+        assert summary["empty_generation"] == sum(r["generation"] == "" for r in records)
         # the trained demo continues stories with story sentences
         assert summary["rouge_l"] > 20 and summary["empty_generation"] < len(stories)
     # one batch or three: the same generations
@@ -248,8 +273,8 @@ class _FakeJudge(BaseHTTPRequestHandler):
         turn = len(body["messages"])
         story = body["messages"][1]["content"]
         grammar = 9 if "happy" in story else 4
-        content = ("A fine completion." if turn == 2 else
-                   f"Grammar: {grammar}/10\nCreativity: 6/10\nConsistency: 7/10\nPlot: 5/10\nAge group: C (6-7)")  # fmt: skip
+        grades = f"Grammar: {grammar}/10\nCreativity: 6/10\nConsistency: 7/10\nPlot: 5/10\nAge group: C (6-7)"
+        content = "A fine completion." if turn == 2 else grades
         payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -319,9 +344,9 @@ def test_evaluate_cli_end_to_end(tmp_path, fake_judge, wordnet, capsys):
     import datasets
 
     folder = tmp_path / "saved"
-    datasets.DatasetDict({"validation": datasets.Dataset.from_dict({"text": [story_to_text(s) for s in
-                                                                          generate_corpus(3, seed=1)]}),
-                          "train": datasets.Dataset.from_dict({"text": ["A b. C d. E f."]})}).save_to_disk(folder)  # fmt: skip
+    validation = datasets.Dataset.from_dict({"text": [story_to_text(s) for s in generate_corpus(3, seed=1)]})
+    train = datasets.Dataset.from_dict({"text": ["A b. C d. E f."]})
+    datasets.DatasetDict({"validation": validation, "train": train}).save_to_disk(folder)
     base = ["--model", _demo_path(), "--dataset", str(folder), "--out", str(tmp_path / "o2"), "--no-progress"]
     assert main(base + ["--tasks", "nlg"]) == 2
     assert "choose one with --split" in capsys.readouterr().err

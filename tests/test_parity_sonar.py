@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from sonar_llm_hf import build_sonar_tokenizer
 from sonar_llm_hf.conversion.sonar import convert_sonar
 from sonar_llm_hf.models.modeling_sonar_text import SonarTextDecoder, SonarTextEncoder
+from sonar_llm_hf.models.tokenization_sonar import decode_ids, suppressed_token_ids
 
 REFERENCE = Path(__file__).parent / "fixtures" / "reference"
 FS2_TO_HF = {0: 1, 1: 3, 2: 0, 3: 2}  # <pad>, <unk>, <s>, </s>
@@ -73,14 +74,14 @@ def test_encoder_embeddings_equal_fairseq2_on_a_padded_batch(converted):
     # same ids as fairseq2 ...
     from sonar_llm_hf.models.tokenization_sonar import encode_source
 
-    ids = [encode_source(encoder.tokenizer, [t], l)[0] for t, l in zip(texts, langs)]
+    ids = [encode_source(encoder.tokenizer, [t], lang)[0] for t, lang in zip(texts, langs)]
     assert ids == [to_hf(case["fs2_ids"]) for case in expected["encode"]]
     # ... and the same embeddings, computed in one padded batch
     ours = encoder.encode_token_ids(ids, batch_size=len(ids))
     torch.testing.assert_close(ours, tensors["embeddings"], rtol=0, atol=1e-5)
     torch.testing.assert_close(ours, tensors["embeddings_unbatched"], rtol=0, atol=1e-5)
     for lang in set(langs):
-        rows = [i for i, l in enumerate(langs) if l == lang]
+        rows = [i for i, other in enumerate(langs) if other == lang]
         by_text = encoder.encode([texts[i] for i in rows], lang=lang)
         torch.testing.assert_close(by_text, tensors["embeddings"][rows], rtol=0, atol=1e-5)
 
@@ -137,9 +138,21 @@ def test_pipeline_defaults_equal_fairseq2(converted):
 
 
 def test_transformers_beam_search_is_the_documented_deviation(converted):
-    """transformers' beam scoring ignores log p(lang | </s>) and counts lengths differently (see
-    generation_sonar_text.py); it must still produce valid sentences, and the fairseq2 search stays the default."""
+    """`beam_search="transformers"` is transformers' own beam search (its scoring: generated tokens only, see
+    generation_sonar_text.py) under fairseq2's settings: the ids `generate` returns for beam 5 and length penalty 1,
+    `</s>` forced at the last position and undecodable ids blocked; every sentence ends with one `</s>` and reads as
+    the tokenizer decodes it. The fairseq2 search stays the default."""
     _, decoder, expected, tensors = converted
-    hf_texts = decoder.decode(tensors["embeddings"], max_length=32, beam_search="transformers")
-    assert len(hf_texts) == len(expected["decode"]["beam5_32"]["texts"])
-    assert decoder.decode(tensors["embeddings"], max_length=32) == expected["decode"]["beam5_32"]["texts"]
+    embeddings = tensors["embeddings"]
+    texts, ids = decoder.decode(embeddings, max_length=32, beam_search="transformers", return_token_ids=True)
+    eos, suppressed = decoder.config.eos_token_id, suppressed_token_ids(decoder.tokenizer, decoder.config.vocab_size)
+    prompt = decoder.decoder_prompt(embeddings.shape[0], "eng_Latn")
+    with torch.no_grad():
+        beams = decoder.generate(sentence_embeddings=embeddings, decoder_input_ids=prompt, num_beams=5, max_length=32,
+                                 length_penalty=1.0, early_stopping=True, suppress_tokens=suppressed,
+                                 forced_eos_token_id=eos, do_sample=False)  # fmt: skip
+    rows = [row[prompt.shape[1] :] for row in beams.tolist()]
+    assert ids == [row[: row.index(eos) + 1] for row in rows]
+    assert all(row.count(eos) == 1 and row[-1] == eos and not set(row) & set(suppressed) for row in ids)
+    assert texts == decode_ids(decoder.tokenizer, ids) and len(texts) == len(expected["decode"]["beam5_32"]["texts"])
+    assert decoder.decode(embeddings, max_length=32) == expected["decode"]["beam5_32"]["texts"]

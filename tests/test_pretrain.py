@@ -31,9 +31,10 @@ def test_recipe_defaults_yield_to_the_command_line():
 
 
 def test_pretrain_on_the_story_world(tmp_path):
-    from transformers import AutoModel
+    import datasets
+    from transformers import AutoModel, Trainer, TrainingArguments
 
-    from sonar_llm_hf import demo
+    from sonar_llm_hf import SonarLLMDataCollator, demo
 
     data = tmp_path / "stories.jsonl"
     data.write_text("".join(json.dumps({"text": story_to_text(s)}) + "\n" for s in generate_corpus(40, seed=7)))
@@ -54,7 +55,18 @@ def test_pretrain_on_the_story_world(tmp_path):
     assert list((out / "embeddings").glob("train-part0of1-embed0-*.arrow"))
     model = AutoModel.from_pretrained(out)
     assert model.config.llama_config.hidden_size == 64 and model.tokenizer is not None
-    assert len(model.generate("Tom had a red ball. He went to the park.", max_new_sentences=1).sentences[0]) <= 1
+    # it is the trained model, not an initialisation or an earlier one: it gives the last validation loss logged,
+    # which the example measured after the last step, on the same cached validation set and batches
+    last = [entry for entry in state["log_history"] if "eval_loss" in entry][-1]
+    assert last["step"] == state["global_step"]
+    eval_set = datasets.Dataset.from_file(str(next((out / "embeddings").glob("eval-part0of1-embed0-*.arrow"))))
+    args = TrainingArguments(str(tmp_path / "check"), per_device_eval_batch_size=8, use_cpu=True, report_to=[])
+    trainer = Trainer(model=model, args=args, data_collator=SonarLLMDataCollator.for_model(model))
+    assert trainer.evaluate(eval_set)["eval_loss"] == pytest.approx(last["eval_loss"], rel=1e-5)
+    # and it continues a story (the end-of-text test off, so that exactly one sentence comes)
+    sentences = model.generate("Tom had a red ball. He went to the park.", max_new_sentences=1, eos_check="predicted",
+                               eos_threshold=1.0).sentences[0]  # fmt: skip
+    assert len(sentences) == 1 and sentences[0].strip()
 
 
 @pytest.mark.parametrize("streaming", [False, True])

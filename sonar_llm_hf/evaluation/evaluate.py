@@ -15,16 +15,25 @@ network access). DIR receives `results.json`, `results.md` and one JSON-lines fi
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
+from ..cli_errors import run_command
 from .judge import JUDGE_MODEL, ChatClient, continuation_text, export_judge_prompts, grade_table, judge_stories
 from .metrics import require_metrics
-from .protocol import PREFIXES, continue_documents, run_nlg, run_summarization, select_documents
-from .protocol import token_cross_entropy, write_jsonl
+from .protocol import (
+    PREFIXES,
+    continue_documents,
+    run_nlg,
+    run_summarization,
+    select_documents,
+    token_cross_entropy,
+    write_jsonl,
+)
 
 TASKS = ("nlg", "ce", "judge", "summarization")
 _BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
@@ -41,6 +50,8 @@ def load_split(dataset: str, split: str | None = None, config: str | None = None
         builder = _BUILDERS.get(path.suffix.lower())
         if builder is None:
             raise ValueError(f"Unsupported dataset file {path}: use {', '.join(_BUILDERS)} or a save_to_disk folder.")
+        if builder != "parquet":
+            check_utf8(path)  # datasets' own error names neither the file nor the place
         extra = {"sample_by": "paragraph"} if builder == "text" else {}
         loaded = datasets.load_dataset(builder, data_files=str(path), **extra)
     else:
@@ -60,6 +71,28 @@ def load_split(dataset: str, split: str | None = None, config: str | None = None
             raise ValueError(f"{dataset} has no split {split!r}; its splits are {list(loaded)} (--split).")
         return loaded[split]
     return loaded
+
+
+def check_utf8(path: str | Path, chunk_size: int = 1 << 20) -> None:
+    """Raise `ValueError` naming the file, byte offset and line of the first invalid UTF-8 sequence in `path`."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = lines = 0  # bytes and newlines before the current chunk
+    with open(path, "rb") as file:
+        while True:
+            chunk = file.read(chunk_size)
+            pending = len(decoder.getstate()[0])  # the start of a character cut by the previous chunk
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as error:
+                at = offset - pending + error.start
+                line = lines + chunk[: max(0, error.start - pending)].count(b"\n") + 1
+                bad = error.object[error.start : error.end]
+                raise ValueError(f"{path} is not valid UTF-8: byte offset {at} (line {line}) holds {bad!r} "
+                                 f"({error.reason}); save the file as UTF-8.") from None  # fmt: skip
+            if not chunk:
+                return
+            offset += len(chunk)
+            lines += chunk.count(b"\n")
 
 
 def _column(table, name: str, what: str):
@@ -103,16 +136,40 @@ def run_evaluation(model, dataset, split: str | None = None, out: str | Path | N
     if set(tasks) & {"nlg", "summarization"}:
         require_metrics()  # before any generation: the eval extra and WordNet
     out = Path(out) if out is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+    if out is not None and out.exists() and not out.is_dir():
+        raise ValueError(f"The output folder {out} is a file.")
     name = dataset if isinstance(dataset, (str, os.PathLike)) else type(dataset).__name__
     table = load_split(str(dataset), split, dataset_config) if isinstance(dataset, (str, os.PathLike)) else dataset
-    model_name = model if isinstance(model, (str, os.PathLike)) or model is None else getattr(model, "name_or_path", "")
+    named = isinstance(model, (str, os.PathLike)) or model is None
+    model_name = model if named else getattr(model, "name_or_path", "")
     model = load_model(model, device)
+    created = _make_folder(out) if out is not None else []
+    try:
+        return _evaluate(model, table, name, model_name, split, out, tasks, prefixes, limit, skip_last,
+                         max_document_sentences, text_column, summary_column, batch_size, instruction, judge_url,
+                         judge_model, judge_api_key, progress_bar, generate_kwargs)  # fmt: skip
+    except BaseException:
+        for folder in reversed(created):  # a failed run leaves no empty folder behind (records it wrote stay)
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+
+
+def _make_folder(folder: Path) -> list[Path]:
+    """`mkdir -p folder`; returns the folders it created, outermost first."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _evaluate(model, table, name, model_name, split, out, tasks, prefixes, limit, skip_last, max_document_sentences,
+              text_column, summary_column, batch_size, instruction, judge_url, judge_model, judge_api_key,
+              progress_bar, generate_kwargs) -> dict:  # fmt: skip
     lang = model.config.default_lang
+    settings = {"limit": limit, "skip_last": skip_last, "batch_size": batch_size,
+                "max_document_sentences": max_document_sentences, "generate": generate_kwargs}  # fmt: skip
     results: dict = {"model": str(model_name or ""), "dataset": str(name), "split": split, "tasks": list(tasks),
-                     "settings": {"limit": limit, "skip_last": skip_last, "batch_size": batch_size,
-                                  "max_document_sentences": max_document_sentences, "generate": generate_kwargs}}  # fmt: skip
+                     "settings": settings}  # fmt: skip
     started = time.time()
     texts = table if isinstance(table, list) else None
     if set(tasks) & {"nlg", "ce", "judge"}:
@@ -125,7 +182,8 @@ def run_evaluation(model, dataset, split: str | None = None, out: str | Path | N
             results.setdefault("nlg", {})[prefix] = summary
         if "ce" in tasks:
             results["token_ce"] = token_cross_entropy(model, [" ".join(d) for d in documents],
-                                                      batch_size=max(1, batch_size // 4), progress_bar=progress_bar)  # fmt: skip
+                                                      batch_size=max(1, batch_size // 4),
+                                                      progress_bar=progress_bar)  # fmt: skip
         if "judge" in tasks:
             results["judge"] = _judge(model, documents, out, batch_size, progress_bar, judge_url, judge_model,
                                       judge_api_key, generate_kwargs)  # fmt: skip
@@ -150,7 +208,8 @@ def _judge(model, documents, out, batch_size, progress_bar, url, judge_model, ap
     """Full continuations of the 2-sentence prefix (the paper's judge prompt), exported; graded if `url` is set."""
     prompts = [doc[:2] for doc in documents]
     generated = continue_documents(model, prompts, max_new_sentences=None, batch_size=batch_size,
-                                   progress_bar=progress_bar, desc="Stories for the judge", **generate_kwargs)  # fmt: skip
+                                   progress_bar=progress_bar, desc="Stories for the judge",
+                                   **generate_kwargs)  # fmt: skip
     stories = [(" ".join(p), continuation_text(g)) for p, g in zip(prompts, generated)]
     summary: dict = {"stories": len(stories)}
     if out is not None:
@@ -185,7 +244,8 @@ def results_markdown(results: dict) -> str:
     if "summarization" in results:
         s = results["summarization"]
         lines += ["| summarization | examples | ROUGE-L | METEOR | truncated documents |", "|---|---|---|---|---|",
-                  f"| | {s['count']} | {_fmt(s['rouge_l'])} | {_fmt(s['meteor'])} | {s['truncated_documents']} |", ""]  # fmt: skip
+                  f"| | {s['count']} | {_fmt(s['rouge_l'])} | {_fmt(s['meteor'])} | {s['truncated_documents']} |",
+                  ""]  # fmt: skip
     if "judge" in results and "grades" in results["judge"]:
         grades = results["judge"]["grades"]
         lines += ["| judge | " + " | ".join(c.capitalize() for c in grades) + " |", "|---" * (len(grades) + 1) + "|",
@@ -200,7 +260,8 @@ def results_markdown(results: dict) -> str:
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of `sonar-llm evaluate` (call on the subcommand's parser; `run_evaluate` runs it)."""
     parser.add_argument("--model", default=None, help="converted model folder or Hub repo (default: the demo model)")
-    parser.add_argument("--dataset", required=True, help="save_to_disk folder, .jsonl/.json/.csv/.parquet/.txt, or Hub id")
+    parser.add_argument("--dataset", required=True,
+                        help="save_to_disk folder, .jsonl/.json/.csv/.parquet/.txt, or Hub id")  # fmt: skip
     parser.add_argument("--dataset-config", default=None, help="Hub dataset configuration")
     parser.add_argument("--split", default=None, help="split of a dataset with several (e.g. validation)")
     parser.add_argument("--out", required=True, help="output folder (results.json, results.md, records)")
@@ -242,14 +303,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = add_evaluate_arguments(argparse.ArgumentParser(prog="sonar-llm evaluate", description=__doc__,
-                                                            formatter_class=argparse.RawDescriptionHelpFormatter))  # fmt: skip
+    parser = argparse.ArgumentParser(prog="sonar-llm evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = add_evaluate_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        return run_evaluate(args)
-    except (ValueError, TypeError, OSError, LookupError) as error:
-        print(f"sonar-llm evaluate: error: {error}", file=sys.stderr)
-        return 2
+    return run_command(run_evaluate, args, prog="sonar-llm evaluate")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The reference SONAR-LLM algorithms (FusionBrainLab/SONAR-LLM), restated once for the parity tests and the benchmarks.
+"""The reference SONAR-LLM algorithms (FusionBrainLab/SONAR-LLM), restated once for the parity tests and the
+benchmarks.
 
 - `reference_loss`: `SonarLossWrapper.forward` of `train_sonarllm.py` (REFERENCE.md §2.5): a Python loop over
   sentences, tokenizing on the fly, full-vocabulary logits, the duplicated final `</s>` target (optional), and
@@ -7,6 +8,8 @@
   no mask), SONAR decoding, re-encoding, the cosine test against enc("End of sequence.").
 - `reference_decode` + `full_cross_attention`: SONAR's `EmbeddingToTextModelPipeline` on one embedding at
   fairseq2's cost (torch's products, full cross-attention, top-k over all beams x vocabulary), for timing.
+- `reference_encode`: SONAR's `TextToEmbeddingModelPipeline` (padded batches in input order, fairseq2's pooling);
+  `plain_torch_products`: torch's BLAS products only, the baseline of every "oneDNN is exact" claim.
 
 They run on our SONAR modules (HF ids) so that only the SONAR-LLM algorithm is under test; SONAR itself is checked
 against fairseq2's own outputs (`tests/fixtures/reference/`), and `benchmarks/bench_fairseq2.py` times fairseq2 itself.
@@ -14,6 +17,7 @@ against fairseq2's own outputs (`tests/fixtures/reference/`), and `benchmarks/be
 
 from __future__ import annotations
 
+import importlib
 from contextlib import contextmanager
 
 import torch
@@ -63,6 +67,60 @@ def reference_loss(model, embeddings, documents, lang="eng_Latn", max_len=256, d
     return (loss, int((dec_labels != HF_PAD).sum())) if return_count else loss
 
 
+# Where the package decides whether to multiply with oneDNN: (module, function returning the op or None). Both
+# layouts are listed (the oneDNN routes live in `models/` or in a `speed/` subpackage).
+_ONEDNN_SWITCHES = (("sonar_llm_hf.speed.onednn", "onednn_op"),)  # where the package switches its oneDNN routes
+
+
+@contextmanager
+def plain_torch_products():
+    """Every matrix product on torch's default CPU path (BLAS), as on a machine or build without oneDNN: our oneDNN
+    routes off and torch's own oneDNN dispatch disabled. The baseline of the claims that a faster kernel is exact:
+    a baseline that itself ran oneDNN could not tell oneDNN's errors apart."""
+    switches = []
+    for module_name, name in _ONEDNN_SWITCHES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        if hasattr(module, name):
+            switches.append((module, name, getattr(module, name)))
+    if not switches:
+        raise RuntimeError(f"None of {_ONEDNN_SWITCHES} exists: plain_torch_products must learn the new place.")
+    enabled = torch.backends.mkldnn.enabled
+    for module, name, _ in switches:
+        setattr(module, name, lambda: None)
+    torch.backends.mkldnn.enabled = False
+    try:
+        for module, _, _ in switches:  # the package now says oneDNN does not apply, even to fp32 CPU weights
+            assert not getattr(module, "onednn_applies", lambda m: False)(nn.Linear(2, 2))
+        yield
+    finally:
+        for module, name, original in switches:
+            setattr(module, name, original)
+        torch.backends.mkldnn.enabled = enabled
+
+
+@torch.no_grad()
+def reference_encode(encoder, token_ids: list[list[int]], batch_size: int | None = None) -> torch.Tensor:
+    """SONAR's `TextToEmbeddingModelPipeline` on tokenized sentences: batches in input order, padded, the whole
+    M2M100 encoder run over the padding with torch's products, then fairseq2's mean pooling restated
+    (sum over real tokens / (length + 1e-7)). None of `encode`'s sorting, packing or oneDNN paths."""
+    batch_size = batch_size or len(token_ids)
+    pad = encoder.config.pad_token_id
+    pooled = []
+    with plain_torch_products():
+        for start in range(0, len(token_ids), batch_size):
+            rows = token_ids[start : start + batch_size]
+            width = max(len(row) for row in rows)
+            ids = torch.tensor([[*row, *[pad] * (width - len(row))] for row in rows])  # (n, T)
+            real = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows])  # (n, T)
+            states = encoder.encoder(input_ids=ids, attention_mask=real).last_hidden_state  # (n, T, d)
+            summed = (states * real.unsqueeze(-1).to(states.dtype)).sum(dim=1)  # (n, d)
+            pooled.append(summed / (real.sum(dim=1, keepdim=True).to(states.dtype) + 1e-7))
+    return torch.cat(pooled)
+
+
 @contextmanager
 def full_cross_attention(decoder):
     """fairseq2 projects queries and attends even to a one-vector memory: run M2M100's full cross-attention."""
@@ -89,9 +147,10 @@ def reference_decode(decoder, embedding: torch.Tensor, tokenizer, num_beams=5, m
 @torch.no_grad()
 def reference_generate(
     model, prompt_sentences, lang="eng_Latn", max_sentences=32, threshold=0.98, max_new_sentences=None,
-    at_reference_cost=False, **decode_kwargs,
-) -> list[str]:  # fmt: skip
-    """One prompt, full recompute each step, re-encoding, stop on the end sentence. Returns the new sentences.
+    at_reference_cost=False, return_predictions=False, **decode_kwargs,
+) -> list[str] | tuple[list[str], list[torch.Tensor]]:  # fmt: skip
+    """One prompt, full recompute each step, re-encoding, stop on the end sentence. Returns the new sentences (and,
+    with `return_predictions=True`, the backbone's predicted embedding of each).
 
     `at_reference_cost=True` decodes with `reference_decode` (fairseq2's costs) instead of our decoder's `decode`;
     `max_new_sentences` caps the loop for timing.
@@ -100,7 +159,7 @@ def reference_generate(
     eos = encoder.encode([model.config.eos_sentence], lang=lang)[0]  # once per run, as the reference
     sentences = list(prompt_sentences)
     embeddings = list(encoder.encode(sentences, lang=lang))
-    new = []
+    new, predictions = [], []
     while len(sentences) <= max_sentences and (max_new_sentences is None or len(new) < max_new_sentences):
         predicted = reference_backbone(model, torch.stack(embeddings).unsqueeze(0))[0, -1]
         if at_reference_cost:
@@ -117,4 +176,5 @@ def reference_generate(
         sentences.append(text)
         embeddings.append(reencoded)
         new.append(text)
-    return new
+        predictions.append(predicted)
+    return (new, predictions) if return_predictions else new
