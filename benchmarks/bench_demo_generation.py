@@ -125,8 +125,10 @@ def main() -> None:
 
     print(f"{args.prompts} held-out prompts (first 2 sentences; those stories average {story_length:.2f} sentences) "
           f"and the 24 ordinary prompts; after = {json.dumps(saved)}")  # fmt: skip
-    print("| settings | loop rate | empty | ended | mean length | agreement | special kept | >2x | 24 prompts: ok "
-          "| 2-15 | no >2x | ended | no special | empty | agreement |")
+    print(
+        "| settings | loop rate | empty | ended | mean length | agreement | special kept | >2x | 24 prompts: ok "
+        "| 2-15 | no >2x | ended | no special | empty | agreement |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in ("before", "after"):
         h, o = results[name]["heldout"], results[name]["ordinary"]
@@ -134,8 +136,10 @@ def main() -> None:
               f"{h['mean_length']:.2f} | {h['agreement']:.1%} | {h['special_sentences']} | "
               f"{h['said_more_than_twice']} | {o['ok']}/24 | {o['length_ok']} | {o['no_triple']} | {o['ended']} | "
               f"{o['no_special']} | {o['empty']} | {o['agreement']:.1%} |")  # fmt: skip
-    print(f"\n| latent_temperature | distinct continuations per prompt (of {args.seeds} seeds) | ok of 24 (min / mean) "
-          "| agreement |")
+    print(
+        f"\n| latent_temperature | distinct continuations per prompt (of {args.seeds} seeds) | ok of 24 (min / mean) "
+        "| agreement |"
+    )
     print("|---|---|---|---|")
     for row in results["diversity"]:
         print(f"| {row['latent_temperature']} | {row['distinct_per_prompt']:.2f} | {row['ok_min']} / "

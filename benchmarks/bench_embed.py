@@ -125,8 +125,9 @@ def main() -> None:
                 args.reference_python = str(candidate)
                 break
         else:
-            sys.exit("No reference env: build it with ../shared/tools/reference-env.sh refenv, or pass "
-                     "--reference-python.")
+            sys.exit(
+                "No reference env: build it with ../shared/tools/reference-env.sh refenv, or pass --reference-python."
+            )
     if args.quick:
         args.sentences = min(args.sentences, 64)
     from sonar_llm_hf import SONAR_LANGUAGES
@@ -168,7 +169,8 @@ def main() -> None:
         for name, row in rows.items():
             row["sentences_per_s"] = len(spec["texts"]) / row["seconds"]
             row["max_abs_diff_vs_fairseq2" if "fairseq2" in embeddings else "max_abs_diff_vs_bucketed"] = float(
-                (embeddings[name] - base).abs().max())
+                (embeddings[name] - base).abs().max()
+            )
     result = {"sentences": len(spec["texts"]), "max_tokens": args.max_tokens, "threads": args.threads,
               "quick": args.quick, "load_avg": os.getloadavg(), "rows": rows}  # fmt: skip
     if "fairseq2" in rows:

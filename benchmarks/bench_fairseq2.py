@@ -1,7 +1,7 @@
 """Speed against the real fairseq2: Meta's SONAR and the reference SONAR-LLM loop beside ours, same weights and inputs.
 
     python benchmarks/bench_fairseq2.py                 # full-size SONAR + 100M backbone, fp32, 2 threads (~15 min)
-    python benchmarks/bench_fairseq2.py --packed        # adds our exact oneDNN-packed rows (kernels='packed'), all compared
+    python benchmarks/bench_fairseq2.py --packed        # adds our exact oneDNN-packed rows (kernels='packed')
     python benchmarks/bench_fairseq2.py --int8          # adds our opt-in int8 rows (approximate, see BENCHMARKS.md)
     python benchmarks/bench_fairseq2.py --quick         # tiny sizes, seconds, no reference env (CI)
 
@@ -151,13 +151,20 @@ def restatement_side(args, spec: dict, work: Path):
             return fairseq2_beam_search(decoder, embeddings, prompt, beam_size=beam, max_length=max_length,
                                         suppress_ids=suppress, prune_rows=False)  # fmt: skip
 
-    baseline = {"encode_ids": [encode_source(tokenizer, [t], "eng_Latn")[0] for t in texts], "torch": torch.__version__}
+    baseline = {
+        "encode_ids": [encode_source(tokenizer, [t], "eng_Latn")[0] for t in texts],
+        "torch": torch.__version__,
+    }
     repeats, ids = spec["encode_repeats"], baseline["encode_ids"]
     # SONAR's pipeline restated (padded batches, torch's products, its pooling): not our `encode` compared with itself
-    baseline["encode_b1"], baseline["encode_b1_s"] = timed(lambda: reference_encode(encoder, ids, batch_size=1), repeats)
+    baseline["encode_b1"], baseline["encode_b1_s"] = timed(
+        lambda: reference_encode(encoder, ids, batch_size=1), repeats
+    )
     baseline["encode_bn"], baseline["encode_bn_s"] = timed(lambda: reference_encode(encoder, ids), repeats)
     inputs = baseline["encode_bn"][: spec["decode_inputs"]]
-    single, baseline["decode_b1_s"] = timed(lambda: [beam_search(inputs[i : i + 1]) for i in range(spec["decode_b1_inputs"])])
+    single, baseline["decode_b1_s"] = timed(
+        lambda: [beam_search(inputs[i : i + 1]) for i in range(spec["decode_b1_inputs"])]
+    )
     baseline["decode_b1_ids"], baseline["decode_b1_scores"] = [s[0][0] for s in single], [s[1][0] for s in single]
     decoded, baseline["decode_bn_s"] = timed(lambda: beam_search(inputs), spec["decode_repeats"])
     baseline["decode_bn_ids"], baseline["decode_bn_scores"] = decoded
@@ -181,7 +188,9 @@ def ours_side(spec: dict, model, inputs: torch.Tensor, sonar_only: bool = False)
     results = {}
     encoder.encode(texts[:1])  # warm-up
     repeats = spec["encode_repeats"]
-    results["encode_b1"], results["encode_b1_s"] = timed(lambda: torch.cat([encoder.encode([t], batch_size=1) for t in texts]), repeats)
+    results["encode_b1"], results["encode_b1_s"] = timed(
+        lambda: torch.cat([encoder.encode([t], batch_size=1) for t in texts]), repeats
+    )
     results["encode_bn"], results["encode_bn_s"] = timed(lambda: encoder.encode(texts, batch_size=len(texts)), repeats)
     decoder.decode(inputs[:1], num_beams=beam, max_length=min(max_length, 6))  # warm-up
     single, results["decode_b1_s"] = timed(lambda: [decoder.decode(inputs[i : i + 1], **decode)[1][0]
@@ -192,7 +201,9 @@ def ours_side(spec: dict, model, inputs: torch.Tensor, sonar_only: bool = False)
     if sonar_only:
         return results
     options = dict(max_new_sentences=spec["sentences"], eos_threshold=1.0, num_beams=beam, max_length=max_length)
-    model.generate(spec["prompts"][:1], **{**options, "max_new_sentences": 1, "max_length": min(max_length, 6)})  # warm-up
+    model.generate(
+        spec["prompts"][:1], **{**options, "max_new_sentences": 1, "max_length": min(max_length, 6)}
+    )  # warm-up
     out, results["generate_1_s"] = timed(lambda: model.generate(spec["prompts"][:1], **options))
     results["generate_1_texts"] = out.sentences
     out, results["generate_n_s"] = timed(lambda: model.generate(spec["prompts"], **options))
@@ -230,14 +241,17 @@ def compare(spec: dict, baseline: dict, ours: dict) -> dict:
         if "generate_predictions" in baseline:  # the restatement's predicted embeddings: a random decoder's texts
             pairs = zip(baseline["generate_predictions"], ours["generate_n_predictions"])  # hardly depend on them
             row["generate_prediction_max_abs_diff"] = max(
-                float((a - b.float()).abs().max()) if a.shape == b.shape else float("inf") for a, b in pairs)
+                float((a - b.float()).abs().max()) if a.shape == b.shape else float("inf") for a, b in pairs
+            )
     return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--reference-python", help="the reference env's python (default: refenv/bin/python if present)")
+    parser.add_argument(
+        "--reference-python", help="the reference env's python (default: refenv/bin/python if present)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--inputs", type=int, default=16, help="sentences encoded and embeddings decoded at once")
     parser.add_argument("--decode-b1-inputs", type=int, default=3, help="embeddings decoded one at a time")
@@ -247,19 +261,34 @@ def main() -> None:
     parser.add_argument("--reference-prompts", type=int, default=2)
     parser.add_argument("--sentences", type=int, default=4, help="sentences generated per prompt")
     parser.add_argument("--encode-repeats", type=int, default=3, help="encode rows: median of this many passes")
-    parser.add_argument("--decode-repeats", type=int, default=3, help="decode of --inputs at once: median of this many passes")
+    parser.add_argument(
+        "--decode-repeats", type=int, default=3, help="decode of --inputs at once: median of this many passes"
+    )
     parser.add_argument("--int8", action="store_true", help="also time our int8 SONAR (quantize_sonar, approximate)")
-    parser.add_argument("--packed", action="store_true", help="also time our oneDNN-packed fp32 SONAR (pack_sonar, exact)")
+    parser.add_argument(
+        "--packed", action="store_true", help="also time our oneDNN-packed fp32 SONAR (pack_sonar, exact)"
+    )
     parser.add_argument("--work", help="keep the models and fairseq2's results here (default: a temporary folder)")
     parser.add_argument("--reuse", action="store_true", help="time only ours, on the fairseq2 side kept in --work")
-    parser.add_argument("--json", default=None, help="results file (default: benchmarks/results/fairseq2.json; none for --quick)")
+    parser.add_argument(
+        "--json", default=None, help="results file (default: benchmarks/results/fairseq2.json; none for --quick)"
+    )
     args = parser.parse_args()
     if args.reference_python is None and not args.quick and (ROOT / "refenv" / "bin" / "python").exists():
         args.reference_python = str(ROOT / "refenv" / "bin" / "python")
     if args.reference_python is None and not args.quick:
-        sys.exit("No reference env: build it with ../shared/tools/reference-env.sh refenv, or pass --reference-python.")
+        sys.exit(
+            "No reference env: build it with ../shared/tools/reference-env.sh refenv, or pass --reference-python."
+        )
     if args.quick:
-        args.inputs, args.decode_b1_inputs, args.tokens, args.prompts, args.reference_prompts, args.sentences = 4, 2, 6, 3, 2, 2
+        args.inputs, args.decode_b1_inputs, args.tokens, args.prompts, args.reference_prompts, args.sentences = (
+            4,
+            2,
+            6,
+            3,
+            2,
+            2,
+        )
         args.encode_repeats = args.decode_repeats = 1
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
@@ -271,12 +300,14 @@ def main() -> None:
     size = SIZES["quick" if args.quick else "full"]
     if args.reuse and not args.work:
         sys.exit("--reuse needs --work, the folder of an earlier run.")
-    with (contextlib.nullcontext(args.work) if args.work else tempfile.TemporaryDirectory()) as tmp:
+    with contextlib.nullcontext(args.work) if args.work else tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         corpus = [s for story in generate_corpus(400, seed=0) for s in story]
         spm = train_tiny_spm(work / "spm.model", corpus, vocab_size=300 if args.quick else 2000)
-        texts, prompts = bench_inputs(build_sonar_tokenizer(spm), args.inputs, args.prompts, 26 if not args.quick else 10)
+        texts, prompts = bench_inputs(
+            build_sonar_tokenizer(spm), args.inputs, args.prompts, 26 if not args.quick else 10
+        )
         spec = dict(work=str(work), spm=str(spm), sonar=size["sonar"],
                     llama_config={**LLAMA_COMMON, **size["llama"]}, seed=0, threads=args.threads,
                     num_beams=args.num_beams, tokens=args.tokens, encode_texts=texts, decode_inputs=args.inputs,
@@ -313,8 +344,12 @@ def main() -> None:
             row["int8"] = {k: {"ours_fp32_s": ours[f"{k}_s"], "int8_s": int8[f"{k}_s"],
                                "speedup": ours[f"{k}_s"] / int8[f"{k}_s"]}
                            for k in ("encode_b1", "encode_bn", "decode_b1", "decode_bn")}  # fmt: skip
-            row["int8"]["decode_bn_same_ids"] = sum(a == b for a, b in zip(ours["decode_bn_ids"], int8["decode_bn_ids"]))
-            row["int8"]["encode_bn_min_cosine"] = float(torch.nn.functional.cosine_similarity(ours["encode_bn"], int8["encode_bn"]).min())
+            row["int8"]["decode_bn_same_ids"] = sum(
+                a == b for a, b in zip(ours["decode_bn_ids"], int8["decode_bn_ids"])
+            )
+            row["int8"]["encode_bn_min_cosine"] = float(
+                torch.nn.functional.cosine_similarity(ours["encode_bn"], int8["encode_bn"]).min()
+            )
     results = {"baseline": kind, "baseline_torch": baseline.get("torch"), "ours_torch": torch.__version__,
                "machine": machine(), "load_average_before": load, "load_average_after": os.getloadavg(),
                "threads": args.threads, "quick": args.quick,
@@ -339,10 +374,14 @@ def report(r: dict, args) -> None:
         print(f"| {label} | {r[key]['baseline_s']:.3f} | {r[key]['ours_s']:.3f} | {r[key]['speedup']:.2f}x |")
     if "generate_n" in r:
         g1, gn = r["generate_1"], r["generate_n"]
-        print(f"| generate, 1 prompt (s per prompt) | {g1['baseline_s']:.2f} | {g1['ours_s']:.2f} | "
-              f"{g1['speedup']:.2f}x |")
-        print(f"| generate, {gn['prompts']} prompts (s) | {gn['baseline_s']:.2f} | {gn['ours_s']:.2f} | "
-              f"{gn['speedup']:.2f}x |")
+        print(
+            f"| generate, 1 prompt (s per prompt) | {g1['baseline_s']:.2f} | {g1['ours_s']:.2f} | "
+            f"{g1['speedup']:.2f}x |"
+        )
+        print(
+            f"| generate, {gn['prompts']} prompts (s) | {gn['baseline_s']:.2f} | {gn['ours_s']:.2f} | "
+            f"{gn['speedup']:.2f}x |"
+        )
     print(f"same ids: decode {r['decode_b1_same_ids']}/{one} one at a time, {r['decode_bn_same_ids']}/{n} at once "
           f"({r['decode_distinct_tokens']} distinct tokens); embeddings max abs diff {r['encode_max_abs_diff']:.2g}; "
           f"generated texts same for {r.get('generate_same_texts', 0)}/{args.reference_prompts} prompts")  # fmt: skip
@@ -350,8 +389,10 @@ def report(r: dict, args) -> None:
         p = r["packed"]
         print(f"| packed (pack_sonar) | {name} | ours packed | speed-up |\n|---|---|---|---|")
         for key in ("decode_b1", "decode_bn", "encode_b1", "encode_bn"):
-            print(f"| {key} (s per sentence) | {p[key]['baseline_s']:.3f} | {p[key]['ours_s']:.3f} | "
-                  f"{p[key]['speedup']:.2f}x |")
+            print(
+                f"| {key} (s per sentence) | {p[key]['baseline_s']:.3f} | {p[key]['ours_s']:.3f} | "
+                f"{p[key]['speedup']:.2f}x |"
+            )
         print(f"| generate, {p['generate_n']['prompts']} prompts (s) | {p['generate_n']['baseline_s']:.2f} | "
               f"{p['generate_n']['ours_s']:.2f} | {p['generate_n']['speedup']:.2f}x |")  # fmt: skip
         print(f"packed: same ids {p['decode_b1_same_ids']}/{one} and {p['decode_bn_same_ids']}/{n}; embeddings "
@@ -361,10 +402,14 @@ def report(r: dict, args) -> None:
         q = r["int8"]
         print("| int8 vs our fp32 | fp32 | int8 | speed-up |\n|---|---|---|---|")
         for key in ("decode_b1", "decode_bn", "encode_b1", "encode_bn"):
-            print(f"| {key} (s, total) | {q[key]['ours_fp32_s']:.2f} | {q[key]['int8_s']:.2f} | "
-                  f"{q[key]['speedup']:.2f}x |")
-        print(f"int8: decode same ids {q['decode_bn_same_ids']}/{n} (random weights), encode min cosine "
-              f"{q['encode_bn_min_cosine']:.4f}")
+            print(
+                f"| {key} (s, total) | {q[key]['ours_fp32_s']:.2f} | {q[key]['int8_s']:.2f} | "
+                f"{q[key]['speedup']:.2f}x |"
+            )
+        print(
+            f"int8: decode same ids {q['decode_bn_same_ids']}/{n} (random weights), encode min cosine "
+            f"{q['encode_bn_min_cosine']:.4f}"
+        )
 
 
 if __name__ == "__main__":

@@ -53,7 +53,9 @@ def main() -> None:
     eos_never = 1.01  # a cosine never reaches it: every prompt gets --sentences sentences on both sides
 
     # (a) the reference loop, one prompt at a time
-    reference_generate(model, prompts[0], max_new_sentences=1, threshold=eos_never, at_reference_cost=True, **decode)  # warm-up
+    reference_generate(
+        model, prompts[0], max_new_sentences=1, threshold=eos_never, at_reference_cost=True, **decode
+    )  # warm-up
     start = time.perf_counter()
     reference_texts, reference_predictions = [], []
     for prompt in prompts[: args.reference_prompts]:
@@ -105,8 +107,10 @@ def main() -> None:
     print("| | reference | ours |\n|---|---|---|")
     print(f"| s / sentence | {reference_per_sentence:.3f} | {ours_per_sentence:.3f} |")
     print(f"| sentences / s | {1 / reference_per_sentence:.3f} | {1 / ours_per_sentence:.3f} |")
-    print(f"speedup {results['speedup']:.2f}x; ours: SONAR decode {results['ours_share_sonar_decode']:.1%}, "
-          f"encode {results['ours_share_sonar_encode']:.1%}, outside SONAR {results['ours_share_outside_sonar']:.1%}")
+    print(
+        f"speedup {results['speedup']:.2f}x; ours: SONAR decode {results['ours_share_sonar_decode']:.1%}, "
+        f"encode {results['ours_share_sonar_encode']:.1%}, outside SONAR {results['ours_share_outside_sonar']:.1%}"
+    )
     print(f"floor: {flops / 1e9:.1f} GFLOP per sentence at {rate:.0f} GFLOP/s = {floor:.3f} s; "
           f"ours is {results['ours_over_floor']:.2f}x the floor")  # fmt: skip
     print(f"same sentences as the reference on {results['same_texts']} of {len(reference_texts)} prompts; predicted "

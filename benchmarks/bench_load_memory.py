@@ -97,8 +97,10 @@ def main() -> None:
             rows.append(json.loads(out.strip().splitlines()[-1]))
             for file in Path(folder).glob("*"):
                 file.unlink()  # free the disk before the next part
-    print("| part | safetensors | peak RSS added by from_pretrained | ... and after reading every weight | "
-          "peak / file |\n|---|---|---|---|---|")
+    print(
+        "| part | safetensors | peak RSS added by from_pretrained | ... and after reading every weight | "
+        "peak / file |\n|---|---|---|---|---|"
+    )
     for r in rows:
         print(f"| {r['part']} | {r['file_bytes'] / 2**30:.2f} GiB | {r['peak_added_by_load'] / 2**30:.2f} GiB | "
               f"{r['peak_added'] / 2**30:.2f} GiB | {r['ratio_peak_to_file']:.2f}x |")  # fmt: skip

@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict:
         speed[name] = chars_per_second([(split[lang], text) for lang, docs in GOLD.items() for text, _ in docs],
                                        repeats)  # fmt: skip
     results["chars_per_second"] = {name: round(value) for name, value in speed.items()}
-    print("\nspeed (characters/s, all gold texts x %d): " % repeats
+    print(f"\nspeed (characters/s, all gold texts x {repeats}): "
           + ", ".join(f"{name} {value:,.0f}" for name, value in speed.items()))  # fmt: skip
     print(json.dumps(results))
     return results

@@ -31,6 +31,7 @@ def peak_rss_gib() -> float:
 def one_config(quick: bool, side: str, batch: int, sentences: int, steps: int) -> dict:
     import torch
     from common import build_model
+
     from sonar_llm_hf import SonarLLMDataCollator
     from sonar_llm_hf.demo.story_world import generate_corpus
     from sonar_llm_hf.models.tokenization_sonar import encode_target
@@ -95,7 +96,9 @@ def main() -> None:
             else:
                 rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
-    print("\n| side | batch | target tokens | s/step | tokens/s | peak RSS GiB | loss |\n|---|---|---|---|---|---|---|")
+    print(
+        "\n| side | batch | target tokens | s/step | tokens/s | peak RSS GiB | loss |\n|---|---|---|---|---|---|---|"
+    )
     for r in rows:
         if "error" in r:
             print(f"| {r['side']} | {r['batch']} | failed: {r['error']} | | | | |")
@@ -105,8 +108,11 @@ def main() -> None:
     same = [(r, o) for r in rows for o in rows if r["side"] == "reference" and o["side"] != "reference"
             and r["batch"] == o["batch"] and "loss" in r and "loss" in o]  # fmt: skip
     for r, o in same:
-        print(f"{o['side']} batch {r['batch']}: loss difference {abs(r['loss'] - o['loss']):.2e}, "
-              f"speed ratio {o['tokens_per_s'] / r['tokens_per_s']:.2f}x, memory ratio {o['peak_rss_gib'] / r['peak_rss_gib']:.2f}")
+        print(
+            f"{o['side']} batch {r['batch']}: loss difference {abs(r['loss'] - o['loss']):.2e}, "
+            f"speed ratio {o['tokens_per_s'] / r['tokens_per_s']:.2f}x, "
+            f"memory ratio {o['peak_rss_gib'] / r['peak_rss_gib']:.2f}"
+        )
     print(json.dumps(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

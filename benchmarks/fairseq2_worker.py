@@ -98,7 +98,9 @@ def build_sonar(spec: dict, vocab_size: int):
     encoder = SonarTextEncoderFactory(
         SonarTextEncoderConfig(max_seq_len=512, pooling="mean", normalize_before=False, _from_fairseq=True, **common)
     ).create_model()
-    decoder = SonarTextDecoderFactory(SonarTextDecoderConfig(max_seq_len=512, normalize_before=True, **common)).create_model()
+    decoder = SonarTextDecoderFactory(
+        SonarTextDecoderConfig(max_seq_len=512, normalize_before=True, **common)
+    ).create_model()
     return encoder.eval(), decoder.eval()
 
 
@@ -145,11 +147,19 @@ def main(spec_path: str) -> None:
     shape_decoder_rows(decoder, text_rows)
     torch.save({"model": encoder.state_dict()}, work / "sonar_text_encoder.pt")
     torch.save({"model": decoder.state_dict()}, work / "sonar_text_decoder.pt")
-    llama = {**spec["llama_config"], "vocab_size": 128256, "bos_token_id": 128000, "eos_token_id": 128001, "pad_token_id": 128001}
+    llama = {
+        **spec["llama_config"],
+        "vocab_size": 128256,
+        "bos_token_id": 128000,
+        "eos_token_id": 128001,
+        "pad_token_id": 128001,
+    }
     torch.manual_seed(spec["seed"] + 1)
     backbone = Backbone(llama, spec["sonar"]["d_model"]).eval()
     torch.save({"model_state_dict": backbone.state_dict(), "global_step": 0}, work / "checkpoint_step_0.pt")
-    (work / "SonarLLM_bench.json").write_text(json.dumps({"llama_config": spec["llama_config"], "embed_dim": spec["sonar"]["d_model"]}, indent=1))
+    (work / "SonarLLM_bench.json").write_text(
+        json.dumps({"llama_config": spec["llama_config"], "embed_dim": spec["sonar"]["d_model"]}, indent=1)
+    )
 
     to_embedding = TextToEmbeddingModelPipeline(encoder, tokenizer)
     to_text = EmbeddingToTextModelPipeline(decoder, tokenizer)
@@ -158,17 +168,24 @@ def main(spec_path: str) -> None:
 
     # 2. encode: one sentence at a time, then all at once (the pipeline's own batching)
     to_embedding.predict(texts[:1], source_lang=LANG)  # warm-up
-    singles, results["encode_b1_s"] = timed(lambda: torch.cat([to_embedding.predict([t], source_lang=LANG, batch_size=1) for t in texts]),
-                                            spec["encode_repeats"])  # fmt: skip
-    batched, results["encode_bn_s"] = timed(lambda: to_embedding.predict(texts, source_lang=LANG, batch_size=len(texts)),
-                                            spec["encode_repeats"])  # fmt: skip
+
+    def one_at_a_time():
+        return torch.cat([to_embedding.predict([t], source_lang=LANG, batch_size=1) for t in texts])
+
+    def all_at_once():
+        return to_embedding.predict(texts, source_lang=LANG, batch_size=len(texts))
+
+    singles, results["encode_b1_s"] = timed(one_at_a_time, spec["encode_repeats"])
+    batched, results["encode_bn_s"] = timed(all_at_once, spec["encode_repeats"])
     results["encode_ids"] = [tokenizer.create_encoder(lang=LANG, mode="source")(t).tolist() for t in texts]
 
     # 3. decode the batched embeddings: one at a time (the reference loop's way) and all at once
     inputs = batched[: spec["decode_inputs"]]
     beam_search(decoder, tokenizer, inputs[:1], beam, min(max_seq_len, 6))  # warm-up
     one = spec["decode_b1_inputs"]
-    single, results["decode_b1_s"] = timed(lambda: [beam_search(decoder, tokenizer, inputs[i : i + 1], beam, max_seq_len) for i in range(one)])
+    single, results["decode_b1_s"] = timed(
+        lambda: [beam_search(decoder, tokenizer, inputs[i : i + 1], beam, max_seq_len) for i in range(one)]
+    )
     results["decode_b1_ids"] = [ids[0] for ids, _ in single]
     results["decode_b1_scores"] = [scores[0] for _, scores in single]
     (ids, scores), results["decode_bn_s"] = timed(lambda: beam_search(decoder, tokenizer, inputs, beam, max_seq_len),
@@ -177,16 +194,21 @@ def main(spec_path: str) -> None:
 
     # 4. the reference generation loop, one prompt at a time
     eos = to_embedding.predict([spec["eos_sentence"]], source_lang=LANG)
-    reference_generate(backbone, to_embedding, to_text, eos, spec["prompts"][0], 1, 2.0, min(max_seq_len, 6))  # warm-up
+    reference_generate(
+        backbone, to_embedding, to_text, eos, spec["prompts"][0], 1, 2.0, min(max_seq_len, 6)
+    )  # warm-up
     results["generate_texts"], results["generate_s_per_prompt"] = [], []
     for prompt in spec["prompts"][: spec["reference_prompts"]]:
-        generated, seconds = timed(lambda: reference_generate(backbone, to_embedding, to_text, eos, prompt,
-                                                             spec["sentences"], spec["eos_threshold"], max_seq_len))  # fmt: skip
+        generated, seconds = timed(
+            lambda: reference_generate(
+                backbone, to_embedding, to_text, eos, prompt, spec["sentences"], spec["eos_threshold"], max_seq_len
+            )
+        )
         results["generate_texts"].append(generated)
         results["generate_s_per_prompt"].append(seconds)
 
-    torch.save({"encode_b1": singles.contiguous(), "encode_bn": batched.contiguous(), "decode_inputs": inputs.contiguous()},
-               work / "fairseq2_tensors.pt")  # fmt: skip
+    tensors = {"encode_b1": singles, "encode_bn": batched, "decode_inputs": inputs}
+    torch.save({name: tensor.contiguous() for name, tensor in tensors.items()}, work / "fairseq2_tensors.pt")
     (work / "fairseq2.json").write_text(json.dumps(results, indent=1))
 
 

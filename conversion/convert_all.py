@@ -102,10 +102,16 @@ def main(argv=None) -> int:
     parser.add_argument("--private", action="store_true")
     parser.add_argument("--dry-run", action="store_true", help="list what would be converted, convert nothing")
     decoder = parser.add_mutually_exclusive_group()
-    decoder.add_argument("--keep-checkpoint-decoder", action="store_true",
-                         help="convert each training checkpoint's own SONAR decoder (see convert_sonar_llm_to_hf.py)")
-    decoder.add_argument("--use-sonar-decoder", action="store_true",
-                         help="use --sonar's decoder even where a checkpoint's own copy differs")
+    decoder.add_argument(
+        "--keep-checkpoint-decoder",
+        action="store_true",
+        help="convert each training checkpoint's own SONAR decoder (see convert_sonar_llm_to_hf.py)",
+    )
+    decoder.add_argument(
+        "--use-sonar-decoder",
+        action="store_true",
+        help="use --sonar's decoder even where a checkpoint's own copy differs",
+    )
     args = parser.parse_args(argv)
     if not args.originals.is_dir():
         print(f"convert_all: error: {args.originals} is not a folder", file=sys.stderr)

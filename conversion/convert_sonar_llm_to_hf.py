@@ -118,6 +118,7 @@ def check_output(output, checkpoint, backbone: dict, embed_dim: int) -> None:
     existing = {k: config.get("llama_config", {}).get(k) for k in BACKBONE_FIELDS[:6]}
     wanted = {k: backbone[k] for k in BACKBONE_FIELDS[:6]}
     if existing != wanted or config.get("embed_dim") != embed_dim:
+
         def shown(d):
             return "hidden {hidden_size}, {num_hidden_layers} layers, {num_attention_heads}x{head_dim}".format(**d)
 
@@ -196,18 +197,35 @@ def main(argv=None) -> int:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--config", help="the reference repo's JSON: {'llama_config': {...}, 'embed_dim': 1024}")
     source.add_argument("--preset", choices=list(SONAR_LLM_PRESETS))
-    source.add_argument("--num-attention-heads", type=int, metavar="N",
-                        help="for a checkpoint of no released size: the heads (the weights show everything else)")
+    source.add_argument(
+        "--num-attention-heads",
+        type=int,
+        metavar="N",
+        help="for a checkpoint of no released size: the heads (the weights show everything else)",
+    )
     decoder = parser.add_mutually_exclusive_group()
-    decoder.add_argument("--keep-checkpoint-decoder", action="store_true",
-                         help="convert the SONAR decoder saved in the checkpoint (e.g. trained with the backbone)")
-    decoder.add_argument("--use-sonar-decoder", action="store_true",
-                         help="use --sonar's decoder even though the checkpoint's own copy differs")
-    parser.add_argument("--add-begin", action=argparse.BooleanOptionalAction, default=None,
-                        help='the model was (not) trained with "Begin of text." first; default: what the config '
-                        "records, else no")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
-                        help="cast the weights after verification (default: keep the checkpoint's fp32)")
+    decoder.add_argument(
+        "--keep-checkpoint-decoder",
+        action="store_true",
+        help="convert the SONAR decoder saved in the checkpoint (e.g. trained with the backbone)",
+    )
+    decoder.add_argument(
+        "--use-sonar-decoder",
+        action="store_true",
+        help="use --sonar's decoder even though the checkpoint's own copy differs",
+    )
+    parser.add_argument(
+        "--add-begin",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help='the model was (not) trained with "Begin of text." first; default: what the config records, else no',
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default=None,
+        help="cast the weights after verification (default: keep the checkpoint's fp32)",
+    )
     parser.add_argument("--push-to-hub", metavar="REPO", help="publish the folder to this Hub repository")
     parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
     parser.add_argument("--revision", help="Hub branch to upload to (created from main if missing)")

@@ -51,12 +51,16 @@ class ScriptArguments:
     max_sentences: int = field(default=32, metadata={"help": "sentences kept per document (the paper: 32)"})
     max_target_length: int = field(default=256, metadata={"help": "target tokens kept per sentence (reference: 256)"})
     max_train_samples: int | None = field(default=None)
-    skip_bad_rows: bool = field(default=False, metadata={"help": "skip (and count) non-text rows and unknown "
-                                                                 "language codes instead of stopping"})
+    skip_bad_rows: bool = field(
+        default=False,
+        metadata={"help": "skip (and count) non-text rows and unknown language codes instead of stopping"},
+    )
     embedding_batch_size: int = field(default=64, metadata={"help": "sentences per SONAR encoder call"})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "processes for sentence splitting"})
-    prepare_only: bool = field(default=False, metadata={"help": "compute and cache the SONAR embeddings, then exit "
-                                                                "(run once before a long multi-GPU job)"})
+    prepare_only: bool = field(
+        default=False,
+        metadata={"help": "compute and cache the SONAR embeddings, then exit (run once before a long multi-GPU job)"},
+    )
     precision: str = field(default="auto", metadata={"help": "auto (bf16/fp16 where the GPU has it), no, bf16, fp16"})
     loss_type: str | None = field(default=None, metadata={"help": "ce, mse or ce+mse (default: the model's)",
                                                           "choices": ["ce", "mse", "ce+mse"]})  # fmt: skip

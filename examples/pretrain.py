@@ -88,19 +88,24 @@ class PretrainArguments:
     max_sentences: int = field(default=32, metadata={"help": "sentences kept per document (the paper: 32)"})
     loss_type: str = field(default="ce", metadata={"help": "ce (the paper), mse (the LCM baseline) or ce+mse"})
     add_begin: bool = field(default=False, metadata={"help": "prepend 'Begin of text.' to every document"})
-    global_batch_size: int | None = field(default=512, metadata={"help": "documents per optimizer step (paper: "
-                                                                         "512); 0 keeps --gradient_accumulation_steps"})
+    global_batch_size: int | None = field(
+        default=512,
+        metadata={"help": "documents per optimizer step (paper: 512); 0 keeps --gradient_accumulation_steps"},
+    )
     precision: str = field(default="auto", metadata={"help": "auto (bf16/fp16 where the GPU has it), no, bf16, fp16"})
-    embedding_cache: str | None = field(default=None, metadata={"help": "folder of the cached SONAR embeddings "
-                                                                        "(default: <output_dir>/embeddings)"})
+    embedding_cache: str | None = field(
+        default=None, metadata={"help": "folder of the cached SONAR embeddings (default: <output_dir>/embeddings)"}
+    )
     embedding_batch_size: int = field(default=64, metadata={"help": "sentences per SONAR encoder call"})
     shard_size: int = field(default=1000, metadata={"help": "documents per resumable embedding shard"})
     preprocessing_num_workers: int | None = field(default=None)
     prepare_only: bool = field(default=False, metadata={"help": "embed the corpus, then exit"})
-    embedded_corpus: str | None = field(default=None, metadata={"help": "`sonar-llm embed` output folder, read "
-                                                                        "instead of --dataset (no re-embedding)"})
-    eval_embedded_corpus: str | None = field(default=None, metadata={"help": "`sonar-llm embed` folder for the "
-                                                                             "validation loss"})
+    embedded_corpus: str | None = field(
+        default=None, metadata={"help": "`sonar-llm embed` output folder, read instead of --dataset (no re-embedding)"}
+    )
+    eval_embedded_corpus: str | None = field(
+        default=None, metadata={"help": "`sonar-llm embed` folder for the validation loss"}
+    )
     streaming: bool = field(default=False, metadata={"help": "stream --embedded_corpus (needs --max_steps)"})
 
 
@@ -191,11 +196,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.global_batch_size % per_step:
             parser.error(f"--global_batch_size {args.global_batch_size} is not a multiple of per-device batch x "
                          f"processes = {per_step}")  # fmt: skip
-        training_args = dataclasses.replace(training_args,
-                                            gradient_accumulation_steps=args.global_batch_size // per_step)
+        training_args = dataclasses.replace(
+            training_args, gradient_accumulation_steps=args.global_batch_size // per_step
+        )
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
-    logger.info(f"mixed precision: {training_args.mixed_precision}; {training_args.gradient_accumulation_steps} "
-                f"accumulation steps x {training_args.per_device_train_batch_size} x {training_args.world_size}")  # fmt: skip
+    logger.info(
+        f"mixed precision: {training_args.mixed_precision}; {training_args.gradient_accumulation_steps} "
+        f"accumulation steps x {training_args.per_device_train_batch_size} x {training_args.world_size}"
+    )
 
     torch.manual_seed(training_args.seed)
     model = build_model(args)

@@ -20,8 +20,8 @@
    without `auto_map`, generation config, tokenizer, results; no code) to DIR, only if it meets the demo's targets.
 
 Deterministic for a given `--seed` and `--threads` (budgets are steps, never wall-clock time); about 35 minutes on 2
-CPU cores shared with other jobs. The CE model is saved with the demo's generation settings (`DEMO_GENERATION`). Needs `pip install -e ".[eval]"` and WordNet (`python -m sonar_llm_hf.evaluation.wordnet --install`)
-for the metrics.
+CPU cores shared with other jobs. The CE model is saved with the demo's generation settings (`DEMO_GENERATION`).
+Needs `pip install -e ".[eval]"` and WordNet (`python -m sonar_llm_hf.evaluation.wordnet --install`) for the metrics.
 """
 
 from __future__ import annotations
@@ -270,8 +270,10 @@ def meets_targets(results: dict) -> list[str]:
     ce, corpus = results["ce"], results["corpus_mean_length"]
     problems = [f"SONAR decodes enc({s!r}) as {d!r}" for s, d in results["sonar_special_decoded"].items() if s != d]
     if results["sonar_common_round_trip"] < MIN_COMMON_ROUND_TRIP:
-        problems.append(f"SONAR rebuilds only {results['sonar_common_round_trip']:.1%} of the "
-                        f"{results['sonar_common_sentences']} most common sentences (< {MIN_COMMON_ROUND_TRIP:.0%})")
+        problems.append(
+            f"SONAR rebuilds only {results['sonar_common_round_trip']:.1%} of the "
+            f"{results['sonar_common_sentences']} most common sentences (< {MIN_COMMON_ROUND_TRIP:.0%})"
+        )
     if ce["end_rate"] < MIN_END_RATE:
         problems.append(f"only {ce['ended']}/{ce['documents']} documents end (< {MIN_END_RATE:.0%})")
     if abs(ce["mean_length"] - corpus) > MAX_LENGTH_GAP * corpus:
@@ -369,8 +371,10 @@ def main() -> None:
             tokenizer.save_pretrained(output / "model")
 
     # 4. the table, and the CE model as the demo
-    print("\n| objective | held-out token CE ↓ | short prefix: BLEU / ROUGE-L / METEOR ↑ | long prefix: BLEU / ROUGE-L "
-          "/ METEOR ↑ | documents ended | mean length |")
+    print(
+        "\n| objective | held-out token CE ↓ | short prefix: BLEU / ROUGE-L / METEOR ↑ | long prefix: BLEU / ROUGE-L "
+        "/ METEOR ↑ | documents ended | mean length |"
+    )
     print("|---|---|---|---|---|---|")
     for loss_type, name in (("ce", "SONAR-LLM (token CE, the paper)"), ("mse", "MSE on embeddings (LCM baseline)")):
         m = results[loss_type]

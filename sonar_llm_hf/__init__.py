@@ -1,7 +1,8 @@
 """sonar_llm_hf: SONAR-LLM and the SONAR text encoder/decoder as Hugging Face transformers models.
 
 Layout (the folders are the design):
-- `models/`: exactly the Hub remote code (configurations, models, generation, runtime tokenization, sentence splitting);
+- `models/`: exactly the Hub remote code (configurations, models, generation, runtime tokenization, sentence
+  splitting);
 - `conversion/`: fairseq2 / reference checkpoints -> transformers folders, the tokenizer builder, model cards;
 - `training/`: the `datasets` pipeline, the collator, LoRA helpers;
 - `evaluation/`: the paper's evaluation protocol;
@@ -23,8 +24,7 @@ from .models.generation_sonar_llm import PrintSentenceStreamer, SentenceStreamer
 from .models.modeling_sonar_llm import SonarLLMForCausalSentenceModeling, SonarLLMOutput
 from .models.modeling_sonar_text import SonarTextDecoder, SonarTextEncoder
 from .models.pipeline_sonar_llm import PACKAGE_TASK, SonarLLMSentencePipeline
-from .models.tokenization_sonar import split_sentences
-from .models.tokenization_sonar import SONAR_LANGUAGES, check_language
+from .models.tokenization_sonar import SONAR_LANGUAGES, check_language, split_sentences
 from .speed import pack_sonar, prepare_for_inference, quantize_sonar, unpack_sonar
 from .training.data import SonarLLMDataCollator, prepare_dataset, split_documents
 

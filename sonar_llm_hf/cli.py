@@ -24,8 +24,8 @@ def _generate(args: argparse.Namespace) -> int:
     from transformers import AutoModel
 
     from . import PrintSentenceStreamer
-    from .speed import prepare_for_inference
     from .demo import default_model_path
+    from .speed import prepare_for_inference
 
     path = args.model or default_model_path(verbose=True)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
@@ -85,33 +85,70 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-p", type=float, default=0.9)
     gen.add_argument("--seed", type=int, default=None)
     # Sentence-level controls (generation_sonar_llm.py); unset flags keep the model's saved generation settings.
-    gen.add_argument("--min-new-sentences", type=int, default=None,
-                     help="avoid the end sentence before this many generated sentences")
-    gen.add_argument("--repetition-threshold", type=float, default=None,
-                     help="a sentence whose text or embedding (cosine >= this) repeats ANY earlier sentence of the "
-                          "continuation is a repeat")
-    gen.add_argument("--repetition-action", choices=["stop", "avoid"], default=None,
-                     help="stop the document before a repeat, or avoid it by re-decoding with latent noise")
-    gen.add_argument("--avoid-special-sentences", action=argparse.BooleanOptionalAction, default=None,
-                     help="never keep the begin/end sentences as story sentences")
+    gen.add_argument(
+        "--min-new-sentences",
+        type=int,
+        default=None,
+        help="avoid the end sentence before this many generated sentences",
+    )
+    gen.add_argument(
+        "--repetition-threshold",
+        type=float,
+        default=None,
+        help="a sentence whose text or embedding (cosine >= this) repeats ANY earlier sentence of the "
+        "continuation is a repeat",
+    )
+    gen.add_argument(
+        "--repetition-action",
+        choices=["stop", "avoid"],
+        default=None,
+        help="stop the document before a repeat, or avoid it by re-decoding with latent noise",
+    )
+    gen.add_argument(
+        "--avoid-special-sentences",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="never keep the begin/end sentences as story sentences",
+    )
     gen.add_argument("--avoid-attempts", type=int, default=None, help="re-decodes tried to avoid a sentence")
-    gen.add_argument("--avoid-temperature", type=float, default=None,
-                     help="latent temperature added per re-decode attempt")
-    gen.add_argument("--latent-temperature", type=float, default=None,
-                     help="Gaussian noise on each predicted embedding, relative to its rms (0: none)")
-    gen.add_argument("--latent-top-p", type=float, default=None,
-                     help="draw the latent noise from its highest-density region of this mass")
-    gen.add_argument("--reference-loop", action="store_true",
-                     help="turn off the controls above that the model's generation_config.json may turn on")
+    gen.add_argument(
+        "--avoid-temperature", type=float, default=None, help="latent temperature added per re-decode attempt"
+    )
+    gen.add_argument(
+        "--latent-temperature",
+        type=float,
+        default=None,
+        help="Gaussian noise on each predicted embedding, relative to its rms (0: none)",
+    )
+    gen.add_argument(
+        "--latent-top-p",
+        type=float,
+        default=None,
+        help="draw the latent noise from its highest-density region of this mass",
+    )
+    gen.add_argument(
+        "--reference-loop",
+        action="store_true",
+        help="turn off the controls above that the model's generation_config.json may turn on",
+    )
     gen.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     gen.add_argument("--device", default=None)
     gen.add_argument("--trust-remote-code", action="store_true", help="use the folder's code instead of the package")
     gen.add_argument("--quiet", action="store_true", help="print only the generated sentences")
-    gen.add_argument("--kernels", choices=["plain", "onednn", "packed", "int8"], default="packed",
-                     help="SONAR speed path (sonar_llm_hf.speed): packed oneDNN weights by default on fp32 CPU (exact); "
-                     "int8 is approximate")
-    gen.add_argument("--no-pack", dest="kernels", action="store_const", const="onednn",
-                     help="keep SONAR's layer weights plain (same as --kernels onednn)")
+    gen.add_argument(
+        "--kernels",
+        choices=["plain", "onednn", "packed", "int8"],
+        default="packed",
+        help="SONAR speed path (sonar_llm_hf.speed): packed oneDNN weights by default on fp32 CPU (exact); "
+        "int8 is approximate",
+    )
+    gen.add_argument(
+        "--no-pack",
+        dest="kernels",
+        action="store_const",
+        const="onednn",
+        help="keep SONAR's layer weights plain (same as --kernels onednn)",
+    )
     gen.set_defaults(func=_generate)
     from .evaluation.evaluate import add_evaluate_arguments, run_evaluate
 

@@ -31,7 +31,8 @@ EXIT_STDOUT_CLOSED = 141  # 128 + SIGPIPE
 TRACEBACK_VARIABLE = "SONAR_LLM_TRACEBACK"
 
 # Importable module -> the extra of pyproject.toml that installs it.
-OPTIONAL_EXTRAS = {"nltk": "eval", "rouge_score": "eval", "gradio": "demo", "selenium": "dev", "pytest": "dev"}
+OPTIONAL_EXTRAS = {"nltk": "eval", "rouge_score": "eval", "gradio": "demo", "pyarrow": "embed",
+                   "sentence_transformers": "st", "mteb": "mteb", "selenium": "dev", "pytest": "dev"}  # fmt: skip
 # Exceptions of other libraries that mean bad input (matched by name: their modules need not be importable).
 INPUT_ERROR_NAMES = {"SafetensorError", "DatasetGenerationError", "HfHubHTTPError"}
 

@@ -36,8 +36,9 @@ def tiny_text_kwargs(tokenizer) -> dict:
 def tiny_llm_config(tokenizer, **overrides) -> SonarLLMConfig:
     text = tiny_text_kwargs(tokenizer)
     return SonarLLMConfig(
-        llama_config=llama_preset("100M", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                  num_attention_heads=4, head_dim=8),
+        llama_config=llama_preset(
+            "100M", hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, head_dim=8
+        ),
         encoder_config=SonarTextEncoderConfig(**text),
         decoder_config=SonarTextDecoderConfig(**text),
         embed_dim=SONAR_DIM,

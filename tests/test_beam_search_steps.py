@@ -24,7 +24,9 @@ class ChunkedHead(nn.Module):
         self.weight, self.chunk = weight, chunk
 
     def vocab_chunks(self):
-        return ((s, lambda h, w=self.weight[s : s + self.chunk]: h @ w.T) for s in range(0, len(self.weight), self.chunk))
+        return (
+            (s, lambda h, w=self.weight[s : s + self.chunk]: h @ w.T) for s in range(0, len(self.weight), self.chunk)
+        )
 
 
 def test_chunked_scores_equal_log_softmax_then_topk_over_the_whole_vocabulary():
@@ -38,9 +40,13 @@ def test_chunked_scores_equal_log_softmax_then_topk_over_the_whole_vocabulary():
     assert torch.equal(ids, expected_ids)
     # a log-sum-exp over 8 chunks instead of one: a few fp32 ulps of values of order 1-10
     torch.testing.assert_close(scores, expected_scores, rtol=0, atol=1e-5)
-    forced_scores, forced_ids = chunked_top_log_probs(hidden, ChunkedHead(weight, 7), k=6, constraints=constraints, forced=EOS)
+    forced_scores, forced_ids = chunked_top_log_probs(
+        hidden, ChunkedHead(weight, 7), k=6, constraints=constraints, forced=EOS
+    )
     assert forced_ids.tolist() == [[EOS]] * 3
-    torch.testing.assert_close(forced_scores, torch.log_softmax(hidden @ weight.T, -1)[:, EOS : EOS + 1], rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        forced_scores, torch.log_softmax(hidden @ weight.T, -1)[:, EOS : EOS + 1], rtol=0, atol=1e-5
+    )
 
 
 def test_constraints_block_runs_across_chunk_boundaries_and_penalise_unk():
@@ -99,7 +105,9 @@ def test_advance_keeps_surviving_rows_and_records_the_step(tiny_sonar_decoder, t
     search.prefill()
     scores, tokens = search.row_candidates(2)
     assert scores.shape == tokens.shape == (2, 4)  # each row's best 2 x beam
-    selections = [select_candidates(scores[i : i + 1], tokens[i : i + 1], i, 2, EOS, lambda r, s: False) for i in (0, 1)]
+    selections = [
+        select_candidates(scores[i : i + 1], tokens[i : i + 1], i, 2, EOS, lambda r, s: False) for i in (0, 1)
+    ]
     search.advance(2, selections)
     assert search.beam_sizes == [2, 2] and search.input_index.tolist() == [0, 0, 1, 1]
     assert search.seqs[:, 2].tolist() == torch.cat([s.tokens for s in selections]).tolist()

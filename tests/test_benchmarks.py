@@ -55,7 +55,11 @@ def test_bench_fairseq2_quick():
     assert results["encode_max_abs_diff"] < 1e-5
     assert results["generate_same_texts"] == 2 and results["generate_prediction_max_abs_diff"] < 1e-5  # as above
     packed = results["packed"]  # exact: the same outputs again
-    assert packed["decode_bn_same_ids"] == 4 and packed["encode_max_abs_diff"] < 1e-5 and packed["generate_same_texts"] == 2
+    assert (
+        packed["decode_bn_same_ids"] == 4
+        and packed["encode_max_abs_diff"] < 1e-5
+        and packed["generate_same_texts"] == 2
+    )
     assert packed["generate_prediction_max_abs_diff"] < 1e-5
     assert results["int8"]["encode_bn_min_cosine"] > 0.9 and results["int8"]["decode_bn"]["speedup"] > 0
 

@@ -64,7 +64,9 @@ def test_default_model_is_the_packaged_demo_offline(tmp_path):
     assert result.returncode == 0, result.stderr
     assert DEMO_LABEL in result.stderr and RANDOM_LABEL not in result.stderr
     with plain_torch_products():
-        expected = SonarLLMForCausalSentenceModeling.from_pretrained(PACKAGED_DEMO).generate(prompt, max_new_sentences=2)
+        expected = SonarLLMForCausalSentenceModeling.from_pretrained(PACKAGED_DEMO).generate(
+            prompt, max_new_sentences=2
+        )
     assert result.stdout.splitlines() == expected.sentences[0] and len(expected.sentences[0]) == 2
 
 

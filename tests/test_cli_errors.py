@@ -14,7 +14,7 @@ import pytest
 from sonar_llm_hf import cli
 from sonar_llm_hf.cli_errors import EXIT_BUG, EXIT_STDOUT_CLOSED, TRACEBACK_VARIABLE, describe, run_command
 from sonar_llm_hf.evaluation import metrics as metrics_module
-from sonar_llm_hf.evaluation.evaluate import check_utf8
+from sonar_llm_hf.utf8 import check_utf8
 
 
 def run_main(capsys, *argv):
@@ -99,12 +99,17 @@ def test_closed_stdout_stops_with_one_line_and_status_141(tiny_sonar_llm_dir):
     assert last == "sonar-llm: stopped: the reader of its output went away (for example `| head`)"
 
 
-def test_invalid_utf8_names_the_file_and_byte_offset(capsys, tmp_path):
+@pytest.mark.parametrize("command", ["evaluate", "embed"])
+def test_invalid_utf8_names_the_file_and_byte_offset(capsys, tmp_path, command):
     data = tmp_path / "stories.jsonl"
     good = b'{"text": "Tom had a red ball. He liked it."}\n'
     data.write_bytes(good + b'{"text": "Mia \xe9t\xe9 ran."}\n')  # Latin-1, not UTF-8
     out = tmp_path / "results" / "run1"
-    status, _, lines = run_main(capsys, "evaluate", "--dataset", str(data), "--out", str(out), "--tasks", "ce")
+    if command == "evaluate":
+        argv = ["evaluate", "--dataset", str(data), "--out", str(out), "--tasks", "ce"]
+    else:
+        argv = ["embed", str(data), "--output", str(out), "--device", "cpu", "--no-progress"]
+    status, _, lines = run_main(capsys, *argv)
     line = error_line(lines)
     assert status == 2
     assert f"{data} is not valid UTF-8: byte offset {len(good) + 14} (line 2) holds b'\\xe9'" in line

@@ -36,7 +36,7 @@ def test_bad_weights_are_refused_by_name(bad, message):
         check_state_dict({"ok": torch.zeros(2), "w": bad}, "checkpoint")
 
 
-def test_a_checkpoint_with_an_inf_weight_writes_nothing(sonar_dir, tmp_path):  # noqa: F811
+def test_a_checkpoint_with_an_inf_weight_writes_nothing(sonar_dir, tmp_path):
     from sonar_llm_hf.conversion.sonar_llm import read_source
 
     state, _ = read_source(CHECKPOINT)
@@ -49,7 +49,7 @@ def test_a_checkpoint_with_an_inf_weight_writes_nothing(sonar_dir, tmp_path):  #
     assert not (tmp_path / "out").exists()
 
 
-def test_a_nan_in_the_verification_is_not_swallowed(sonar_dir, tmp_path, monkeypatch):  # noqa: F811
+def test_a_nan_in_the_verification_is_not_swallowed(sonar_dir, tmp_path, monkeypatch):
     """`max(0.0, nan)` is 0.0: the worst difference must keep a NaN and fail."""
     real = ReferenceSonarLLM.forward
     monkeypatch.setattr(ReferenceSonarLLM, "forward", lambda self, e: real(self, e) * float("nan"))

@@ -18,6 +18,14 @@ from safetensors import safe_open
 
 from sonar_llm_hf import SonarTextDecoder, SonarTextDecoderConfig, SonarTextEncoder, SonarTextEncoderConfig
 from sonar_llm_hf.conversion import sonar as conversion_sonar
+from sonar_llm_hf.conversion.checkpoints import (
+    HF_TO_FS2_SPECIAL_ROWS,
+    ConversionError,
+    check_against_model,
+    map_keys,
+    original_key,
+    permute_special_rows,
+)
 from sonar_llm_hf.conversion.sonar import (
     DECODER_KEY_MAPPING,
     ENCODER_KEY_MAPPING,
@@ -26,14 +34,6 @@ from sonar_llm_hf.conversion.sonar import (
     convert_sonar,
     prepare_decoder,
     prepare_encoder,
-)
-from sonar_llm_hf.conversion.checkpoints import (
-    HF_TO_FS2_SPECIAL_ROWS,
-    ConversionError,
-    check_against_model,
-    map_keys,
-    original_key,
-    permute_special_rows,
 )
 from sonar_llm_hf.testing.tiny import make_fs2_sonar_state_dict
 

@@ -22,6 +22,7 @@ from test_remote_code import run_without_package
 from transformers import AutoModel, LlamaModel
 
 from sonar_llm_hf import SONAR_LLM_PRESETS, SonarLLMConfig, SonarLLMForCausalSentenceModeling, llama_preset
+from sonar_llm_hf.conversion.checkpoints import ConversionError, check_against_model, load_checkpoint, map_keys
 from sonar_llm_hf.conversion.reference import ReferenceSonarLLM
 from sonar_llm_hf.conversion.sonar import convert_sonar
 from sonar_llm_hf.conversion.sonar_llm import (
@@ -32,7 +33,6 @@ from sonar_llm_hf.conversion.sonar_llm import (
     matching_preset,
     read_source,
 )
-from sonar_llm_hf.conversion.checkpoints import ConversionError, check_against_model, load_checkpoint, map_keys
 
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "conversion"))
@@ -45,8 +45,6 @@ CONFIG = REFERENCE / "sonar_llm" / "SonarLLM_tiny.json"
 LLAMA_VOCAB = 128256
 # What the reference repo's SonarLLM_*.json hold besides the sizes (REFERENCE.md §2.2): the converter's own table.
 from sonar_llm_hf.conversion.backbone import REFERENCE_COMMON  # noqa: E402
-
-
 
 # -- fixtures and builders ---------------------------------------------------------------------------------------
 
@@ -213,8 +211,9 @@ def test_converted_folder_is_complete_and_verified(converted_dir):
     assert ((output / "model.safetensors").stat().st_mode & 0o777) == 0o666 & ~mask
     model = AutoModel.from_pretrained(output)
     assert type(model) is SonarLLMForCausalSentenceModeling
-    out = model.generate([["The cat sat on the mat.", "It was happy."]], num_beams=1, max_new_sentences=1,
-                         max_length=12)
+    out = model.generate(
+        [["The cat sat on the mat.", "It was happy."]], num_beams=1, max_new_sentences=1, max_length=12
+    )
     assert len(out.sentences[0]) == 1
 
 
@@ -324,7 +323,7 @@ def test_numpy_rng_state_needs_exactly_the_allow_listed_reconstructors(tmp_path)
     groups = {"_reconstruct": lambda g: getattr(g, "__name__", "") == "_reconstruct",
               "ndarray": lambda g: g is np.ndarray, "dtype": lambda g: g is np.dtype,
               "UInt32DType": lambda g: g is uint32}  # fmt: skip
-    for name, belongs in groups.items():
+    for belongs in groups.values():
         fewer = [g for g in allowed if not belongs(g[0] if isinstance(g, tuple) else g)]
         with pytest.raises(ConversionError, match="not executed"):
             load_checkpoint(CHECKPOINT, allowed_globals=fewer)
@@ -364,8 +363,10 @@ def test_code_pickles_are_refused_and_not_run(sonar_dir, reference_state, tmp_pa
 
 def test_refusals_name_the_keys(sonar_dir, reference_state, tmp_path):
     for change, message in (
-        (lambda s: s.pop("llama_model.model.layers.1.mlp.up_proj.weight"),
-         "missing 1: model.layers.1.mlp.up_proj.weight"),
+        (
+            lambda s: s.pop("llama_model.model.layers.1.mlp.up_proj.weight"),
+            "missing 1: model.layers.1.mlp.up_proj.weight",
+        ),
         (lambda s: s.__setitem__("llama_model.model.extra.weight", torch.zeros(2)), "llama_model.model.extra.weight"),
         (lambda s: s.__setitem__("reverse_proj.linear.bias", torch.zeros(7)), "sentence_out_proj.bias (7,) != (32,)"),
     ):
@@ -383,8 +384,11 @@ def test_refusals_name_the_keys(sonar_dir, reference_state, tmp_path):
 def test_wrong_or_missing_backbone_config(sonar_dir, tmp_path):
     with pytest.raises(ConversionError, match=r"preset 900M.*hidden_size: checkpoint 32 vs config 1536"):
         cli.convert(CHECKPOINT, sonar_dir, tmp_path / "out", preset="900M")
-    with pytest.raises(ConversionError, match=r"does not record how its attention splits into heads\. The weights "
-                       r"show hidden size 32, 2 layers, intermediate size 64, attention width 32 .*--num-attention-heads"):
+    with pytest.raises(
+        ConversionError,
+        match=r"does not record how its attention splits into heads\. The weights "
+        r"show hidden size 32, 2 layers, intermediate size 64, attention width 32 .*--num-attention-heads",
+    ):
         cli.convert(CHECKPOINT, sonar_dir, tmp_path / "out")
     (tmp_path / "bad.json").write_text(json.dumps({"hidden_size": 32}))
     with pytest.raises(ConversionError, match="has no `llama_config`"):
@@ -437,7 +441,9 @@ def test_existing_output_is_replaced_only_by_the_same_conversion(converted_dir, 
     # whatever their names: notes, a user's own modeling code, a user's SentencePiece model
     for name in ("notes.txt", "my_modeling.py", "my.model"):
         (output / name).write_text("mine")
-        with pytest.raises(ConversionError, match=rf"1 file\(s\) that no earlier conversion wrote.*: {name}\. Nothing"):
+        with pytest.raises(
+            ConversionError, match=rf"1 file\(s\) that no earlier conversion wrote.*: {name}\. Nothing"
+        ):
             cli.convert(CHECKPOINT, sonar_dir, output, config=CONFIG)
         assert (output / name).read_text() == "mine" and not leftovers(tmp_path)
         (output / name).unlink()

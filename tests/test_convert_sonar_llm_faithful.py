@@ -56,7 +56,7 @@ def card(folder) -> str:
 
 
 @pytest.fixture(scope="module")
-def changed_decoder(reference_state, tmp_path_factory):  # noqa: F811
+def changed_decoder(reference_state, tmp_path_factory):
     """A training checkpoint whose own SONAR decoder was trained on (one tensor moved by 0.5)."""
     state = dict(reference_state)
     key = next(k for k in state if k.startswith("sonar_decoder.") and k.endswith(Q_KEY))
@@ -64,7 +64,7 @@ def changed_decoder(reference_state, tmp_path_factory):  # noqa: F811
     return save_training_checkpoint(state, tmp_path_factory.mktemp("changed") / "changed.pt"), state[key]
 
 
-def test_a_differing_decoder_is_an_error_unless_chosen(sonar_dir, changed_decoder, tmp_path, capsys):  # noqa: F811
+def test_a_differing_decoder_is_an_error_unless_chosen(sonar_dir, changed_decoder, tmp_path, capsys):
     path, trained_q = changed_decoder
     args = ["--checkpoint", str(path), "--sonar", str(sonar_dir), "--config", str(CONFIG), "--output"]
     assert cli.main([*args, str(tmp_path / "refused")]) == 2
@@ -92,7 +92,7 @@ def test_a_differing_decoder_is_an_error_unless_chosen(sonar_dir, changed_decode
         cli.main([*args, str(tmp_path / "x"), "--use-sonar-decoder", "--keep-checkpoint-decoder"])
 
 
-def test_a_decoder_that_cannot_be_compared_is_an_error(sonar_dir, reference_state, tmp_path):  # noqa: F811
+def test_a_decoder_that_cannot_be_compared_is_an_error(sonar_dir, reference_state, tmp_path):
     state = {**reference_state, "sonar_decoder.model.decoder.extra.weight": torch.zeros(2)}
     path = save_training_checkpoint(state, tmp_path / "odd.pt")
     with pytest.raises(ConversionError, match=r"not comparable with SONAR_DIR's: .*unexpected key.*: extra\.weight"):
@@ -111,7 +111,7 @@ def test_a_decoder_that_cannot_be_compared_is_an_error(sonar_dir, reference_stat
 # -- 2. verification against an independent build of the reference ----------------------------------------------------
 
 
-def test_the_independent_reference_build_reproduces_the_reference(reference_state):  # noqa: F811
+def test_the_independent_reference_build_reproduces_the_reference(reference_state):
     """Built from the JSON and the checkpoint alone, it gives what the reference code recorded (fairseq2 env)."""
     recorded = load_file(REFERENCE / "sonar_llm" / "expected.safetensors")
     reference = ReferenceSonarLLM(json.loads(CONFIG.read_text())["llama_config"], reference_state)
@@ -127,8 +127,13 @@ WRONG = {"head split 4x8 -> 2x16": dict(num_attention_heads=2, head_dim=16), "ro
 
 
 @pytest.mark.parametrize("change", WRONG.values(), ids=WRONG.keys())
-def test_a_wrong_architecture_fails_verification(sonar_dir, reference_state, tmp_path, monkeypatch,  # noqa: F811
-                                                 change):
+def test_a_wrong_architecture_fails_verification(
+    sonar_dir,
+    reference_state,
+    tmp_path,
+    monkeypatch,
+    change,
+):
     # a --config that disagrees with what a Hub folder records (the CLI refuses that before loading; the library
     # converts the --config's architecture and the verification, built from the folder's own record, catches it)
     folder = hub_folder(tmp_path / "hub", reference_state)
@@ -146,7 +151,7 @@ def test_a_wrong_architecture_fails_verification(sonar_dir, reference_state, tmp
 # -- 3. add_begin --------------------------------------------------------------------------------------------------
 
 
-def test_add_begin_is_read_stated_and_recorded(sonar_dir, reference_state, tmp_path, capsys):  # noqa: F811
+def test_add_begin_is_read_stated_and_recorded(sonar_dir, reference_state, tmp_path, capsys):
     def begin(folder):
         return json.loads((folder / "config.json").read_text())["add_begin"]
 
@@ -185,7 +190,7 @@ def test_add_begin_is_read_stated_and_recorded(sonar_dir, reference_state, tmp_p
 # -- 4. shapes tell more than presets --------------------------------------------------------------------------------
 
 
-def test_a_preset_that_does_not_fit_names_what_the_weights_show(sonar_dir, tmp_path):  # noqa: F811
+def test_a_preset_that_does_not_fit_names_what_the_weights_show(sonar_dir, tmp_path):
     with pytest.raises(ConversionError) as error:
         cli.convert(CHECKPOINT, sonar_dir, tmp_path / "out", preset="900M")
     message = str(error.value)
@@ -200,8 +205,13 @@ def test_a_preset_that_does_not_fit_names_what_the_weights_show(sonar_dir, tmp_p
         check_backbone_shapes(state, llama_preset("600M"), 1024, "--preset 600M")
 
 
-def test_without_a_config_only_the_heads_are_asked(sonar_dir, converted_dir, reference_state, tmp_path,  # noqa: F811
-                                                    capsys):
+def test_without_a_config_only_the_heads_are_asked(
+    sonar_dir,
+    converted_dir,
+    reference_state,
+    tmp_path,
+    capsys,
+):
     with pytest.raises(ConversionError, match=r"They fit preset 900M exactly\. Pass --num-attention-heads N \(N must "
                        r"divide 2048\)"):  # fmt: skip
         resolve_backbone(state=reference_keys(llama_preset("900M")))

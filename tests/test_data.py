@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from sonar_llm_hf.training.data import SonarLLMDataCollator, prepare_dataset, split_documents
 from sonar_llm_hf.demo.story_world import generate_corpus, story_to_text
 from sonar_llm_hf.models.tokenization_sonar import encode_target
+from sonar_llm_hf.training.data import SonarLLMDataCollator, prepare_dataset, split_documents
 
 DOCS = [story_to_text(s) for s in generate_corpus(6, seed=3)]
 

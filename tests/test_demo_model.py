@@ -47,7 +47,7 @@ def test_demo_ends_held_out_stories_with_default_settings(demo):
     with torch.no_grad():
         out = demo.generate([story[:2] for story in stories])
     assert all(out.finished), [" ".join(s) for s, done in zip(out.sentences, out.finished) if not done]
-    for story, sentences in zip(stories, out.sentences):
+    for sentences in out.sentences:
         assert 3 <= 2 + len(sentences) <= 16, sentences  # stories have 4 to 12 sentences
         assert demo.config.eos_sentence not in sentences
 

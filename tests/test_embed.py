@@ -16,8 +16,7 @@ import torch
 
 from sonar_llm_hf.cli import main as cli_main
 from sonar_llm_hf.embedding import encode_bucketed, resplit, runner, token_buckets
-from sonar_llm_hf.models.tokenization_sonar import split_sentences
-from sonar_llm_hf.models.tokenization_sonar import encode_source
+from sonar_llm_hf.models.tokenization_sonar import encode_source, split_sentences
 
 ROOT = Path(__file__).parents[1]
 LONG = "It rained, " + ", ".join(f"then the {w} cat ran home" for w in ["red", "big", "old", "shy"] * 40) + "."
@@ -49,7 +48,9 @@ def shard_bytes(folder):
 
 
 def test_resplit_cuts_at_the_first_separator_that_works():
-    fits = lambda s: len(s) <= 20
+    def fits(piece):
+        return len(piece) <= 20
+
     text = "aaaa bbbb, cccc dddd, eeee ffff gggg hhhh"
     pieces = resplit(text, fits)
     assert all(fits(p) for p in pieces)
@@ -168,7 +169,8 @@ def test_float16_shards_and_bad_input(corpus, tmp_path, tiny_sonar_llm_dir):
     runner.embed_corpus(embed_args(corpus, out, tiny_sonar_llm_dir, dtype="float16", shard_rows=10))
     dim = json.loads((out / "_embed_config.json").read_text())["dim"]
     assert pq.read_schema(out / "shard_00000.parquet").field("text_sentences_sonar_emb").type == pa.list_(
-        pa.list_(pa.float16(), dim))
+        pa.list_(pa.float16(), dim)
+    )
     brain = tmp_path / "bf16"  # no bfloat16 in arrow: bf16 results stored exactly as float32
     runner.embed_corpus(embed_args(corpus, brain, tiny_sonar_llm_dir, dtype="bfloat16", shard_rows=10))
     column = pq.read_table(brain).column("text_sentences_sonar_emb")

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from sonar_llm_hf.testing.reference import reference_generate
 from transformers import GenerationConfig
 
 from sonar_llm_hf import SentenceStreamer, SonarLLMForCausalSentenceModeling
+from sonar_llm_hf.testing.reference import reference_generate
 
 PROMPTS = [
     ["The cat sat on the mat.", "It was happy."],
@@ -42,7 +42,9 @@ def test_cache_and_batching_do_not_change_outputs(sonar_llm):
         alone = sonar_llm.generate([prompt], num_beams=1, **FAST)
         assert alone.sentences[0] == batched.sentences[i]
         torch.testing.assert_close(alone.predicted_embeddings[0], batched.predicted_embeddings[i], atol=1e-5, rtol=0)
-        torch.testing.assert_close(no_cache.predicted_embeddings[i], batched.predicted_embeddings[i], atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            no_cache.predicted_embeddings[i], batched.predicted_embeddings[i], atol=1e-5, rtol=0
+        )
 
 
 def test_output_structure(sonar_llm):
@@ -148,7 +150,9 @@ def test_generation_settings_round_trip(sonar_llm, tmp_path):
     out = loaded.generate([PROMPTS[0]], num_beams=1, max_length=8,
                           generation_config=GenerationConfig(max_sentences=2, eos_threshold=0.98))  # fmt: skip
     assert len(out.sentences[0]) == 1
-    merged = loaded.generate([PROMPTS[0]], num_beams=1, max_length=8, generation_config=GenerationConfig(max_sentences=2))
+    merged = loaded.generate(
+        [PROMPTS[0]], num_beams=1, max_length=8, generation_config=GenerationConfig(max_sentences=2)
+    )
     explicit = loaded.generate([PROMPTS[0]], num_beams=1, max_length=8, max_sentences=2, eos_threshold=0.9)
     assert merged.sentences == explicit.sentences and merged.finished == explicit.finished
 

@@ -96,7 +96,7 @@ def test_the_duplicated_end_follows_the_last_label():
 
 
 def test_mse_under_trainer_needs_one_label_per_sentence(sonar_llm, five_documents):
-    """"mse" is the mean over sentences whatever the labels; Trainer's count of token labels would divide it by the
+    """ "mse" is the mean over sentences whatever the labels; Trainer's count of token labels would divide it by the
     number of tokens instead, so that layout is refused under Trainer, naming the collator that fits."""
     sonar_llm.config.loss_type = "mse"
     tokens = SonarLLMDataCollator()([five_documents[i] for i in range(2)])

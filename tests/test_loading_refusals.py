@@ -91,4 +91,3 @@ def test_sentences_past_the_backbone_positions_are_refused(sonar_llm):
         sonar_llm.generate(prompt, max_sentences=5, num_beams=1, max_length=8)
     out = sonar_llm.generate(prompt, max_sentences=5, max_new_sentences=3, num_beams=1, max_length=8)
     assert len(out.sentences[0]) <= 3
-

@@ -9,7 +9,13 @@ from huggingface_hub import ModelCard
 from test_convert_sonar_llm import converted_dir, sonar_dir  # noqa: F401 (fixtures)
 
 from sonar_llm_hf import SONAR_LLM_PRESETS, SonarLLMConfig, llama_preset
-from sonar_llm_hf.conversion.model_card import PAPER_RESULTS, RELEASED, build_model_card, paper_size, reference_parameter_count
+from sonar_llm_hf.conversion.model_card import (
+    PAPER_RESULTS,
+    RELEASED,
+    build_model_card,
+    paper_size,
+    reference_parameter_count,
+)
 
 ROOT = Path(__file__).parents[1]
 
@@ -24,7 +30,7 @@ def metadata(card: ModelCard) -> dict:
     return yaml.safe_load(str(card).split("---")[1])
 
 
-def test_converted_folder_card(converted_dir):  # noqa: F811
+def test_converted_folder_card(converted_dir):
     output, _ = converted_dir
     card = ModelCard.load(output / "README.md")
     data = card.data
@@ -40,7 +46,7 @@ def test_converted_folder_card(converted_dir):  # noqa: F811
     for section in ("Usage", "Training data", "Results reported in the paper", "Intended use and limitations"):
         assert f"\n## {section}\n" in card.text
     # both ways of loading, with the folder's name as the repo id
-    assert 'import sonar_llm_hf' in card.text and 'AutoModel.from_pretrained("sonar-llm-tiny")' in card.text
+    assert "import sonar_llm_hf" in card.text and 'AutoModel.from_pretrained("sonar-llm-tiny")' in card.text
     assert 'AutoModel.from_pretrained("sonar-llm-tiny", trust_remote_code=True)' in card.text
     # the table is filled from the config, not from full-size constants
     assert "hidden 32, 2 layers, 4 heads of 8 (4 key/value heads), FFN 64" in card.text

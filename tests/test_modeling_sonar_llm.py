@@ -3,12 +3,12 @@
 import pytest
 import torch
 from conftest import SONAR_DIM, tiny_llm_config
-from sonar_llm_hf.testing.reference import reference_backbone, reference_loss
 from transformers import AutoConfig, AutoModel, LlamaConfig, LlamaForCausalLM
 
 from sonar_llm_hf import SonarLLMConfig, SonarLLMForCausalSentenceModeling
 from sonar_llm_hf.models.modeling_sonar_llm import chunked_token_cross_entropy
 from sonar_llm_hf.models.tokenization_sonar import encode_target
+from sonar_llm_hf.testing.reference import reference_backbone, reference_loss
 
 DOCUMENTS = [
     ["The cat sat on the mat.", "It was happy.", "End of sequence."],
@@ -42,7 +42,9 @@ def test_predicted_embeddings_equal_reference_llama_wrapper(sonar_llm):
     reference_llama = LlamaForCausalLM(reference_config).eval()
     missing, unexpected = reference_llama.model.load_state_dict(sonar_llm.model.state_dict(), strict=False)
     assert missing == ["embed_tokens.weight"] and unexpected == []
-    hidden = reference_llama(inputs_embeds=sonar_llm.sentence_in_proj(embeddings), output_hidden_states=True).hidden_states[-1]
+    hidden = reference_llama(
+        inputs_embeds=sonar_llm.sentence_in_proj(embeddings), output_hidden_states=True
+    ).hidden_states[-1]
     reference = sonar_llm.sentence_out_proj(hidden)
     # Right padding with a causal mask: real positions never see padding, so they match without a mask too.
     real = mask.bool()
@@ -69,7 +71,9 @@ def test_default_loss_drops_the_duplicated_eos_target(sonar_llm):
     pairs = sum(len(d) - 1 for d in DOCUMENTS)
     assert output.num_target_tokens.item() == (labels[:, 1:] != -100).sum().item()
     sonar_llm.config.duplicate_final_eos_target = True
-    assert sonar_llm(embeddings, mask, labels=labels).num_target_tokens.item() == output.num_target_tokens.item() + pairs
+    assert (
+        sonar_llm(embeddings, mask, labels=labels).num_target_tokens.item() == output.num_target_tokens.item() + pairs
+    )
 
 
 def test_chunked_cross_entropy_equals_full_logits():
@@ -101,7 +105,7 @@ def test_num_items_in_batch_sets_the_denominator(sonar_llm):
 
 @pytest.mark.parametrize("loss_type", ["mse", "ce+mse"])
 def test_mse_losses(sonar_llm, loss_type):
-    """"mse" is the plain mean over predicted sentences and in "ce+mse" each sentence's MSE counts once per target
+    """ "mse" is the plain mean over predicted sentences and in "ce+mse" each sentence's MSE counts once per target
     token of it (the one count Trainer gives: tests/test_training_exactness.py), whatever collator laid the labels
     out: every token of each sentence, or one label per sentence."""
     embeddings, mask, labels = batch_for(sonar_llm)
@@ -195,20 +199,20 @@ def test_full_size_presets_on_meta_device():
 @pytest.mark.parametrize(
     "make_inputs, message",
     [
-        (lambda e, m, l: (e[0], m, None), "shape"),
-        (lambda e, m, l: (e[..., :8], m, None), "width"),
-        (lambda e, m, l: (e.long(), m, None), "floating"),
-        (lambda e, m, l: (e, m[:, :2], None), "attention_mask"),
-        (lambda e, m, l: (e, m, l[:, :2]), "labels"),
-        (lambda e, m, l: (e, m, l.float()), "integer"),
-        (lambda e, m, l: (e.masked_fill(torch.ones_like(e, dtype=torch.bool), float("nan")), m, None), "NaN"),
+        (lambda e, m, y: (e[0], m, None), "shape"),
+        (lambda e, m, y: (e[..., :8], m, None), "width"),
+        (lambda e, m, y: (e.long(), m, None), "floating"),
+        (lambda e, m, y: (e, m[:, :2], None), "attention_mask"),
+        (lambda e, m, y: (e, m, y[:, :2]), "labels"),
+        (lambda e, m, y: (e, m, y.float()), "integer"),
+        (lambda e, m, y: (e.masked_fill(torch.ones_like(e, dtype=torch.bool), float("nan")), m, None), "NaN"),
     ],
 )
 def test_bad_inputs_are_refused(sonar_llm, make_inputs, message):
     embeddings, mask, labels = batch_for(sonar_llm)
-    e, m, l = make_inputs(embeddings, mask, labels)
+    e, m, y = make_inputs(embeddings, mask, labels)
     with pytest.raises((ValueError, TypeError), match=message):
-        sonar_llm(e, m, labels=l)
+        sonar_llm(e, m, labels=y)
 
 
 def test_config_validation_and_presets():

@@ -44,7 +44,9 @@ def test_overlong_text_is_truncated_keeping_the_end_token(tiny_sonar_encoder):
     assert torch.isfinite(embedding).all()
 
 
-@pytest.mark.parametrize("bad, error", [([""], ValueError), (["ok", None], TypeError), (None, TypeError), (["  "], ValueError)])
+@pytest.mark.parametrize(
+    "bad, error", [([""], ValueError), (["ok", None], TypeError), (None, TypeError), (["  "], ValueError)]
+)
 def test_encode_refuses_bad_text(tiny_sonar_encoder, bad, error):
     with pytest.raises(error):
         tiny_sonar_encoder.encode(bad)
@@ -75,7 +77,9 @@ def test_generate_with_and_without_cache(tiny_sonar_decoder, tiny_sonar_encoder,
     embeddings = tiny_sonar_encoder.encode(SENTENCES)
     prompt = tiny_sonar_decoder.decoder_prompt(3, "eng_Latn")
     torch.manual_seed(0)
-    cached = tiny_sonar_decoder.generate(sentence_embeddings=embeddings, decoder_input_ids=prompt, max_length=10, **settings)
+    cached = tiny_sonar_decoder.generate(
+        sentence_embeddings=embeddings, decoder_input_ids=prompt, max_length=10, **settings
+    )
     torch.manual_seed(0)
     uncached = tiny_sonar_decoder.generate(
         sentence_embeddings=embeddings, decoder_input_ids=prompt, max_length=10, use_cache=False, **settings
@@ -164,7 +168,9 @@ def test_one_vector_cross_attention_equals_full_attention(tiny_sonar_decoder, ti
     # with the KV cache (the cross-attention result is cached once), and in every decoding mode
     prompt = tiny_sonar_decoder.decoder_prompt(3, "eng_Latn")
     for settings in (dict(num_beams=1), dict(num_beams=4)):
-        ids = tiny_sonar_decoder.generate(sentence_embeddings=embeddings, decoder_input_ids=prompt, max_length=12, **settings)
+        ids = tiny_sonar_decoder.generate(
+            sentence_embeddings=embeddings, decoder_input_ids=prompt, max_length=12, **settings
+        )
         same = plain.generate(sentence_embeddings=embeddings, decoder_input_ids=prompt, max_length=12, **settings)
         assert torch.equal(ids, same)
     assert tiny_sonar_decoder.decode(embeddings, max_length=12) == plain.decode(embeddings, max_length=12)
@@ -201,10 +207,14 @@ def test_per_beam_pruning_gives_the_reference_search_tokens(tiny_sonar_decoder, 
     from sonar_llm_hf.models.tokenization_sonar import suppressed_token_ids
 
     decoder = tiny_sonar_decoder
-    embeddings = tiny_sonar_encoder.encode(SENTENCES * 3) + 0.1 * torch.randn(9, 16, generator=torch.Generator().manual_seed(0))
+    embeddings = tiny_sonar_encoder.encode(SENTENCES * 3) + 0.1 * torch.randn(
+        9, 16, generator=torch.Generator().manual_seed(0)
+    )
     prompt = decoder.decoder_prompt(len(embeddings), "eng_Latn")
     suppress = suppressed_token_ids(decoder.tokenizer, decoder.config.vocab_size)
-    reference = fairseq2_beam_search(decoder, embeddings, prompt, max_length=14, suppress_ids=suppress, prune_rows=False)
+    reference = fairseq2_beam_search(
+        decoder, embeddings, prompt, max_length=14, suppress_ids=suppress, prune_rows=False
+    )
     pruned = fairseq2_beam_search(decoder, embeddings, prompt, max_length=14, suppress_ids=suppress)
     assert pruned[0] == reference[0]
     torch.testing.assert_close(torch.tensor(pruned[1]), torch.tensor(reference[1]), rtol=0, atol=1e-6)

@@ -1,7 +1,6 @@
 """`pack_sonar`: exact fp32 inference with oneDNN-packed weights, on the packaged demo model; refusals that keep it
 from being trained, saved or transformed twice."""
 
-
 import pytest
 import torch
 from torch import nn
@@ -11,7 +10,6 @@ from sonar_llm_hf.demo import PACKAGED_DEMO
 from sonar_llm_hf.demo.story_world import distinct_sentences
 from sonar_llm_hf.speed.packing import PackedLinear
 from sonar_llm_hf.testing.reference import plain_torch_products
-
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +80,9 @@ def test_unpacking_gives_back_the_same_trainable_savable_model(tmp_path):
     model = unpack_sonar(pack_sonar(SonarLLMForCausalSentenceModeling.from_pretrained(PACKAGED_DEMO).eval()))
     state, original = model.state_dict(), plain.state_dict()
     assert state.keys() == original.keys() and all(torch.equal(state[k], original[k]) for k in original)
-    assert {n: p.requires_grad for n, p in model.named_parameters()} == {n: p.requires_grad for n, p in plain.named_parameters()}
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == {
+        n: p.requires_grad for n, p in plain.named_parameters()
+    }
     model.save_pretrained(tmp_path / "again")
     reloaded = SonarLLMForCausalSentenceModeling.from_pretrained(tmp_path / "again")
     assert all(torch.equal(reloaded.state_dict()[k], original[k]) for k in original)

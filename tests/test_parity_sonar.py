@@ -134,7 +134,10 @@ def test_pipeline_defaults_equal_fairseq2(converted):
     _, decoder, expected, tensors = converted
     max_length = effective_max_length(decoder, 512)
     assert decoder.decode(tensors["embeddings"], max_length=max_length) == expected["decode"]["pipeline_default_texts"]
-    assert decoder.decode(tensors["embeddings"], lang="fra_Latn", max_length=32) == expected["decode"]["pipeline_fra_texts"]
+    assert (
+        decoder.decode(tensors["embeddings"], lang="fra_Latn", max_length=32)
+        == expected["decode"]["pipeline_fra_texts"]
+    )
 
 
 def test_transformers_beam_search_is_the_documented_deviation(converted):

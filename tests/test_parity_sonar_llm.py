@@ -26,7 +26,9 @@ MAX_LENGTH = 2 + 32 + 128
 @pytest.fixture(scope="module")
 def sonar_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sonar")
-    convert_sonar(folder, REFERENCE / "a" / "encoder.pt", REFERENCE / "a" / "decoder.pt", REFERENCE / "spm.model", num_heads=4)
+    convert_sonar(
+        folder, REFERENCE / "a" / "encoder.pt", REFERENCE / "a" / "decoder.pt", REFERENCE / "spm.model", num_heads=4
+    )
     return folder
 
 

@@ -14,8 +14,8 @@ from peft import PeftModel, get_peft_model
 from safetensors.torch import load_file
 from transformers import AutoModel, Trainer, TrainingArguments
 
-from sonar_llm_hf.training.data import SonarLLMDataCollator, prepare_dataset
 from sonar_llm_hf.demo.story_world import generate_corpus, story_to_text
+from sonar_llm_hf.training.data import SonarLLMDataCollator, prepare_dataset
 from sonar_llm_hf.training.lora import BACKBONE_LORA_TARGETS, lora_config, unfreeze_sonar_decoder
 
 ROOT = Path(__file__).parents[1]
@@ -146,8 +146,6 @@ def test_finetune_cli_lora_adapter_loads_and_generates(tiny_sonar_llm_dir, tmp_p
     with pytest.raises(SystemExit):
         finetune.main([*common, "--output_dir", str(tmp_path / "x"), "--lora", "--train_sonar_decoder"])
     assert "--lora_sonar_decoder" in capsys.readouterr().err
-
-
 
 
 def test_finetune_lora_example_saves_adapter_and_merged_model(tiny_sonar_llm_dir, tmp_path, monkeypatch):

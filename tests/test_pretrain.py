@@ -85,10 +85,34 @@ def test_pretrain_reads_embed_shards_without_re_embedding(tmp_path, streaming, m
     monkeypatch.setattr(SonarTextEncoder, "encode_token_ids",
                         lambda self, ids, **kw: encoded.append(len(ids)) or original(self, ids, **kw))  # fmt: skip
     out = tmp_path / "out"
-    argv = ["--preset", "tiny", "--sonar_name_or_path", demo.default_model_path(), "--embedded_corpus", str(corpus),
-            "--output_dir", str(out), "--per_device_train_batch_size", "2", "--global_batch_size", "2",
-            "--max_steps", "3", "--logging_steps", "1", "--save_strategy", "no", "--use_cpu", "--disable_tqdm",
-            "true", "--report_to", "none", "--eval_strategy", "no", *(["--streaming"] if streaming else [])]  # fmt: skip
+    argv = [
+        "--preset",
+        "tiny",
+        "--sonar_name_or_path",
+        demo.default_model_path(),
+        "--embedded_corpus",
+        str(corpus),
+        "--output_dir",
+        str(out),
+        "--per_device_train_batch_size",
+        "2",
+        "--global_batch_size",
+        "2",
+        "--max_steps",
+        "3",
+        "--logging_steps",
+        "1",
+        "--save_strategy",
+        "no",
+        "--use_cpu",
+        "--disable_tqdm",
+        "true",
+        "--report_to",
+        "none",
+        "--eval_strategy",
+        "no",
+        *(["--streaming"] if streaming else []),
+    ]
     assert _pretrain().main(argv) == 0
     assert encoded == [1]
     state = json.loads((out / "trainer_state.json").read_text())

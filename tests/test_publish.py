@@ -45,12 +45,12 @@ def hub(monkeypatch):
     return calls
 
 
-def convert_args(sonar_dir, output, *extra):  # noqa: F811
+def convert_args(sonar_dir, output, *extra):
     return ["--checkpoint", str(CHECKPOINT), "--sonar", str(sonar_dir), "--config", str(CONFIG), "--output",
             str(output), *extra]  # fmt: skip
 
 
-def test_push_to_hub_with_revision_and_private(hub, sonar_dir, tmp_path, capsys):  # noqa: F811
+def test_push_to_hub_with_revision_and_private(hub, sonar_dir, tmp_path, capsys):
     output = tmp_path / "out"
     assert cli.main(convert_args(sonar_dir, output, "--push-to-hub", "org/tiny", "--private", "--revision", "v1",
                                  "--commit-message", "first")) == 0  # fmt: skip
@@ -70,7 +70,7 @@ def test_push_to_hub_with_revision_and_private(hub, sonar_dir, tmp_path, capsys)
     assert "published: https://huggingface.co/org/tiny/commit/abc" in capsys.readouterr().out
 
 
-def test_push_to_main_public(hub, sonar_dir, tmp_path):  # noqa: F811
+def test_push_to_main_public(hub, sonar_dir, tmp_path):
     report = cli.convert(CHECKPOINT, sonar_dir, tmp_path / "out", config=CONFIG, push_to_hub="org/tiny")
     assert [name for name, _, _ in hub] == ["create_repo", "upload_folder"]  # no branch to create
     assert hub[0][2]["private"] is False and hub[1][2]["revision"] is None
@@ -78,7 +78,7 @@ def test_push_to_main_public(hub, sonar_dir, tmp_path):  # noqa: F811
     assert report["commit"].endswith("/commit/abc")
 
 
-def test_failed_upload_keeps_the_folder(sonar_dir, tmp_path, monkeypatch, capsys):  # noqa: F811
+def test_failed_upload_keeps_the_folder(sonar_dir, tmp_path, monkeypatch, capsys):
     def refuse(self, *args, **kwargs):
         raise PermissionError("403 Forbidden: you cannot write to org/tiny")
 
@@ -108,7 +108,7 @@ def test_publish_command(hub, tmp_path, capsys):
 # -- what a user gets: the dry run, the published folder from a fresh cache, the Space ------------------------------
 
 
-def test_dry_run_lists_every_file_it_would_upload(hub, sonar_dir, tmp_path, capsys, monkeypatch):  # noqa: F811
+def test_dry_run_lists_every_file_it_would_upload(hub, sonar_dir, tmp_path, capsys, monkeypatch):
     output = tmp_path / "out"
     cli.convert(CHECKPOINT, sonar_dir, output, config=CONFIG)
     (output / ".cache" / "huggingface").mkdir(parents=True)
@@ -128,7 +128,7 @@ def test_dry_run_lists_every_file_it_would_upload(hub, sonar_dir, tmp_path, caps
     assert "delete remote files matching *.safetensors" in out
 
 
-def test_a_published_folder_generates_from_a_fresh_cache(sonar_dir, tmp_path, monkeypatch):  # noqa: F811
+def test_a_published_folder_generates_from_a_fresh_cache(sonar_dir, tmp_path, monkeypatch):
     """What the (mocked) Hub received, served back as a user's fresh cache, loads by repo id and generates: with the
     package, and with remote code only in a process without it."""
     commit = "0123456789abcdef0123456789abcdef01234567"

@@ -4,14 +4,12 @@ Quality bar (approximate path): at least 95% of decoded sentences identical to f
 sentences at least 0.99. Speed is a benchmark row (benchmarks/bench_fairseq2.py --int8), not a test.
 """
 
-
 import pytest
 import torch
 
 from sonar_llm_hf import SonarLLMForCausalSentenceModeling, quantize_sonar
 from sonar_llm_hf.demo import PACKAGED_DEMO
 from sonar_llm_hf.demo.story_world import distinct_sentences
-
 
 
 @pytest.fixture(scope="module")

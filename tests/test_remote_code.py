@@ -36,7 +36,12 @@ except ImportError:
 def run_without_package(code: str, tmp_path: Path) -> dict:
     env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HOME": str(tmp_path / "hf")}
     result = subprocess.run(
-        [sys.executable, "-c", BLOCK_PACKAGE + code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", BLOCK_PACKAGE + code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
@@ -93,7 +98,6 @@ print(json.dumps({{"module": type(model).__module__, "sentences": out.sentences,
     embeddings = sonar_llm.sonar_encoder.encode(prompt[0])
     expected = sonar_llm(embeddings[None]).predicted_embeddings
     torch.testing.assert_close(torch.tensor(remote["predicted"]), expected, rtol=0, atol=1e-6)
-
 
 
 def test_saved_folder_carries_exactly_the_models_folder(tiny_sonar_llm_dir):

@@ -12,8 +12,7 @@ import torch
 import sonar_llm_hf
 from sonar_llm_hf import SonarTextDecoder, SonarTextEncoder
 from sonar_llm_hf.conversion.sonar import convert_sonar
-from sonar_llm_hf.testing.tiny import make_fs2_sonar_state_dict
-from sonar_llm_hf.testing.tiny import train_tiny_spm
+from sonar_llm_hf.testing.tiny import make_fs2_sonar_state_dict, train_tiny_spm
 
 REPO = Path(sonar_llm_hf.__file__).resolve().parents[1]
 TEXTS = ["The cat sat on the mat.", "Hello, my name is Paul.", "Le chat est sur le tapis."]

@@ -38,7 +38,7 @@ def app_url(tiny_sonar_llm_dir):
             break
         except OSError:
             if process.poll() is not None:
-                raise RuntimeError(process.stdout.read())
+                raise RuntimeError(process.stdout.read()) from None
             time.sleep(1)
     else:
         process.kill()

@@ -10,11 +10,15 @@ import torch
 
 import sonar_llm_hf
 from sonar_llm_hf.models.modeling_sonar_text import masked_mean_pool
-from sonar_llm_hf.speed import PackedLinear, prepare_for_inference, restore_plain_kernels
-from sonar_llm_hf.speed import padding_free
+from sonar_llm_hf.speed import PackedLinear, padding_free, prepare_for_inference, restore_plain_kernels
 from sonar_llm_hf.speed.onednn import onednn_applies, restore_linears, use_onednn_linears
 
-RAGGED = ["Hi.", "The cat sat on the mat all afternoon.", "A dog ran.", "One two three four five six seven eight nine."]
+RAGGED = [
+    "Hi.",
+    "The cat sat on the mat all afternoon.",
+    "A dog ran.",
+    "One two three four five six seven eight nine.",
+]
 SENTENCES = ["The cat sat on the mat.", "A dog ran in the park.", "Hello world."]
 
 
@@ -44,7 +48,9 @@ def test_padding_free_states_equal_m2m100s_at_real_tokens(tiny_sonar_encoder):
     # one fp32 layer stack computed in another order: differences of a few ulps of activations of order 1-10
     torch.testing.assert_close(states[real], reference[real], rtol=0, atol=1e-5)
     assert (states[~real] == 0).all()
-    torch.testing.assert_close(masked_mean_pool(states, mask), tiny_sonar_encoder(ids, mask).pooler_output, rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        masked_mean_pool(states, mask), tiny_sonar_encoder(ids, mask).pooler_output, rtol=0, atol=1e-6
+    )
 
 
 @torch.no_grad()

@@ -13,7 +13,6 @@ from transformers import AutoTokenizer, NllbTokenizer
 from transformers.models.nllb.tokenization_nllb import FAIRSEQ_LANGUAGE_CODES
 
 from sonar_llm_hf.conversion.tokenizer import build_sonar_tokenizer
-from sonar_llm_hf.testing.tiny import train_tiny_spm
 from sonar_llm_hf.models.tokenization_sonar import (
     SONAR_LANGUAGES,
     check_language,
@@ -23,6 +22,7 @@ from sonar_llm_hf.models.tokenization_sonar import (
     suppressed_token_ids,
     validate_texts,
 )
+from sonar_llm_hf.testing.tiny import train_tiny_spm
 
 CORPUS = [
     "The cat sat on the mat.", "It was a happy day.", "A dog ran in the park.", "The sun was warm and bright.",

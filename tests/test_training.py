@@ -11,8 +11,8 @@ import pytest
 import torch
 from transformers import AutoModel, Trainer, TrainerCallback, TrainingArguments
 
-from sonar_llm_hf.training.data import SonarLLMDataCollator, prepare_dataset
 from sonar_llm_hf.demo.story_world import generate_corpus, story_to_text
+from sonar_llm_hf.training.data import SonarLLMDataCollator, prepare_dataset
 
 ROOT = Path(__file__).parents[1]
 

@@ -66,8 +66,12 @@ def build_demo(model) -> gr.Blocks:
     with gr.Blocks(title="SONAR-LLM") as demo:
         gr.Markdown("# SONAR-LLM\nA language model that predicts the next *sentence* as a SONAR embedding, then "
                     "decodes it to text. " + getattr(model, "demo_label", ""))  # fmt: skip
-        prompt = gr.Textbox(label="Prompt", lines=3, elem_id="prompt",
-                            value="Once upon a time, there was a little cat named Mia. Mia had a red ball.")  # fmt: skip
+        prompt = gr.Textbox(
+            label="Prompt",
+            lines=3,
+            elem_id="prompt",
+            value="Once upon a time, there was a little cat named Mia. Mia had a red ball.",
+        )
         with gr.Row():
             prompt_lang = gr.Dropdown(LANGUAGES, value="eng_Latn", label="Prompt language")
             target_lang = gr.Dropdown(LANGUAGES, value="eng_Latn", label="Continuation language")

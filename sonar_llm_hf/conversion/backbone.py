@@ -44,8 +44,20 @@ class Backbone:
 
 def backbone_config_from_reference(llama_config: dict) -> SonarLLMBackboneConfig:
     """The reference repo's `llama_config` dict (legacy rope keys, 128k vocabulary) -> our backbone config."""
-    ignored = {"vocab_size", "bos_token_id", "eos_token_id", "pad_token_id", "tie_word_embeddings", "pretraining_tp",
-               "architectures", "model_type", "torch_dtype", "dtype", "transformers_version", "_name_or_path"}  # fmt: skip
+    ignored = {
+        "vocab_size",
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
+        "tie_word_embeddings",
+        "pretraining_tp",
+        "architectures",
+        "model_type",
+        "torch_dtype",
+        "dtype",
+        "transformers_version",
+        "_name_or_path",
+    }
     # deep copies: transformers writes `rope_theta` into the `rope_scaling` dict it is given
     settings = {k: copy.deepcopy(v) for k, v in llama_config.items() if k not in ignored}
     settings.setdefault("num_key_value_heads", settings["num_attention_heads"])  # the JSONs omit it: plain MHA
@@ -165,7 +177,8 @@ def weights_show(state: dict) -> dict:
         attention_width=shape(first + "self_attn.q_proj.weight", 0),
         key_value_width=shape(first + "self_attn.k_proj.weight", 0),
         embed_dim=shape("forward_proj.linear.weight", 1),
-        reverse_proj=tuple(state["reverse_proj.linear.weight"].shape) if "reverse_proj.linear.weight" in state
+        reverse_proj=tuple(state["reverse_proj.linear.weight"].shape)
+        if "reverse_proj.linear.weight" in state
         else None,
     )
 
@@ -190,6 +203,7 @@ def _preset_shows(name: str) -> dict:
 
 def nearest_preset(shown: dict) -> tuple[str, list[str]]:
     """The preset whose shapes differ from `shown` in the fewest sizes (then by hidden size), and those sizes."""
+
     def distance(name):
         wanted = _preset_shows(name)
         wrong = [k for k in wanted if shown[k] is not None and shown[k] != wanted[k]]
@@ -241,8 +255,10 @@ def infer_reference_json(state: dict, num_attention_heads: int | None) -> tuple[
             f"{describe(shown)}. {_nearest_text(shown)} Pass --num-attention-heads N (N must divide {width}), or "
             f"--preset / --config SonarLLM_<size>.json if it is a released size."
         )
-    if None in (width, kv_width, shown["intermediate_size"]) or num_attention_heads <= 0 or (
-        width % num_attention_heads
+    if (
+        None in (width, kv_width, shown["intermediate_size"])
+        or num_attention_heads <= 0
+        or (width % num_attention_heads)
     ):
         raise ConversionError(
             f"{num_attention_heads} attention heads do not divide the attention width {width} the weights show."

@@ -146,13 +146,13 @@ the previous one only, every earlier generated sentence counts (the prompt's do 
 
 | | |
 |---|---|
-| backbone | Llama (RoPE llama3, RMSNorm), hidden {{ hidden }}, {{ layers }} layers, {{ heads }} heads of {{ head_dim }} ({{ kv_heads }} key/value heads), FFN {{ ffn }} |
-| sentence encoder / decoder | SONAR text encoder and decoder (d {{ sonar_d }}, {{ enc_layers }} + {{ dec_layers }} layers, vocabulary {{ sonar_vocab }}), frozen |
+| backbone | {{ backbone }} |
+| sentence encoder / decoder | {{ sonar }} |
 | backbone config | {{ config_source }} |
 | SONAR decoder | {{ decoder_note }} |
 | begin sentence | {{ add_begin }} |
 | parameters | backbone and projectors {{ trainable }}; with SONAR {{ total }} |
-| dropped at conversion | {{ dropped }} parameters of the reference's untrained {{ llama_vocab }}-token Llama embedding / LM head |
+| dropped at conversion | {{ dropped }} |
 
 Conversion checks: every source tensor mapped or deliberately dropped, shapes checked against the backbone config,
 the checkpoint's own copy of the SONAR decoder compared with the one converted, and the converted model's predicted
@@ -231,9 +231,16 @@ def build_model_card(
     released = RELEASED.get(size or "", {})
     results = PAPER_RESULTS.get(size or "", [])
     eval_results = [
-        EvalResult(task_type=task, dataset_type=dataset, dataset_name=name, metric_type=metric, metric_value=value,
-                   metric_name=label, source_name="SONAR-LLM paper (arXiv 2508.05305 v2)",
-                   source_url=PAPER)  # fmt: skip
+        EvalResult(
+            task_type=task,
+            dataset_type=dataset,
+            dataset_name=name,
+            metric_type=metric,
+            metric_value=value,
+            metric_name=label,
+            source_name="SONAR-LLM paper (arXiv 2508.05305 v2)",
+            source_url=PAPER,
+        )  # fmt: skip
         for task, dataset, name, metric, value, label in results
     ]
     trained_on = released.get("trained_on")
@@ -273,16 +280,11 @@ def build_model_card(
         original=original,
         repo_id=repo_id,
         embed_dim=config.embed_dim,
-        hidden=llama.hidden_size,
-        layers=llama.num_hidden_layers,
-        heads=llama.num_attention_heads,
-        kv_heads=llama.num_key_value_heads,
-        head_dim=llama.head_dim,
-        ffn=llama.intermediate_size,
-        sonar_d=encoder.d_model,
-        enc_layers=encoder.encoder_layers,
-        dec_layers=decoder.decoder_layers,
-        sonar_vocab=f"{encoder.vocab_size:,}",
+        backbone=f"Llama (RoPE llama3, RMSNorm), hidden {llama.hidden_size}, {llama.num_hidden_layers} layers, "
+        f"{llama.num_attention_heads} heads of {llama.head_dim} ({llama.num_key_value_heads} key/value heads), "
+        f"FFN {llama.intermediate_size}",
+        sonar=f"SONAR text encoder and decoder (d {encoder.d_model}, {encoder.encoder_layers} + "
+        f"{decoder.decoder_layers} layers, vocabulary {encoder.vocab_size:,}), frozen",
         add_begin=('yes ("Begin of text." is prepended to prompts)' if config.add_begin else "no")
         + (f" ({add_begin_source})" if add_begin_source else ""),
         decoder_note=decoder_note or "SONAR's",
@@ -290,8 +292,8 @@ def build_model_card(
         begin_note=BEGIN_NOTE if config.add_begin else "",
         trainable=f"{trainable:,}",
         total=f"{total:,}",
-        dropped=f"{dropped_parameters:,}",
-        llama_vocab=f"{LLAMA3_VOCAB:,}",
+        dropped=f"{dropped_parameters:,} parameters of the reference's untrained {LLAMA3_VOCAB:,}-token Llama "
+        "embedding / LM head",
         training_data=TRAINING_DATA[trained_on],
         results=lines,
     )

@@ -23,7 +23,6 @@ from pathlib import Path
 
 from .checkpoints import ConversionError
 
-
 MANIFEST = "sonar_llm_hf_manifest.json"
 
 
@@ -176,4 +175,11 @@ def atomic_output_dirs(output, names: Sequence[str], kind: str = "model") -> Ite
         yield dict(zip(names, staging))
 
 
-__all__ = ["MANIFEST", "atomic_output_dir", "atomic_output_dirs", "check_replaceable", "foreign_files", "write_manifest"]
+__all__ = [
+    "MANIFEST",
+    "atomic_output_dir",
+    "atomic_output_dirs",
+    "check_replaceable",
+    "foreign_files",
+    "write_manifest",
+]

@@ -9,7 +9,8 @@ from an option), and the result is loaded strictly.
   architecture on the meta device (also runs on a full-size state dict of meta tensors).
 - `build_encoder` / `build_decoder`: the same, materialised as an eval-mode model.
 - `convert_sonar`: files in, verified folders out (the CLI is `conversion/convert_sonar_to_hf.py`); the encoder
-  folder also loads as `SentenceTransformer(folder, trust_remote_code=True)` (`integrations/sentence_transformers.py`)."""
+  folder also loads as `SentenceTransformer(folder, trust_remote_code=True)`
+  (`integrations/sentence_transformers.py`)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import torch
 
 from ..integrations.sentence_transformers import write_sentence_transformers_files
 from ..models.configuration_sonar_text import SonarTextDecoderConfig, SonarTextEncoderConfig
+from ..models.modeling_sonar_text import SonarTextDecoder, SonarTextEncoder
 from .checkpoints import (
     ConversionError,
     check_against_model,
@@ -29,7 +31,6 @@ from .checkpoints import (
     parse_dtype,
     permute_special_rows,
 )
-from ..models.modeling_sonar_text import SonarTextDecoder, SonarTextEncoder
 from .output import atomic_output_dirs
 
 # `None` drops a key.
@@ -49,10 +50,13 @@ DECODER_KEY_MAPPING = {
     r"final_proj\.weight": r"lm_head.weight",
     r"decoder\.layers\.(\d+)\.self_attn\.(q|k|v)_proj\.(weight|bias)": r"decoder.layers.\1.self_attn.\2_proj.\3",
     r"decoder\.layers\.(\d+)\.self_attn\.output_proj\.(weight|bias)": r"decoder.layers.\1.self_attn.out_proj.\2",
-    r"decoder\.layers\.(\d+)\.encoder_decoder_attn\.(q|k|v)_proj\.(weight|bias)": r"decoder.layers.\1.encoder_attn.\2_proj.\3",
-    r"decoder\.layers\.(\d+)\.encoder_decoder_attn\.output_proj\.(weight|bias)": r"decoder.layers.\1.encoder_attn.out_proj.\2",
+    r"decoder\.layers\.(\d+)\.encoder_decoder_attn\.(q|k|v)_proj\.(weight|bias)":
+        r"decoder.layers.\1.encoder_attn.\2_proj.\3",
+    r"decoder\.layers\.(\d+)\.encoder_decoder_attn\.output_proj\.(weight|bias)":
+        r"decoder.layers.\1.encoder_attn.out_proj.\2",
     r"decoder\.layers\.(\d+)\.self_attn_layer_norm\.(weight|bias)": r"decoder.layers.\1.self_attn_layer_norm.\2",
-    r"decoder\.layers\.(\d+)\.encoder_decoder_attn_layer_norm\.(weight|bias)": r"decoder.layers.\1.encoder_attn_layer_norm.\2",
+    r"decoder\.layers\.(\d+)\.encoder_decoder_attn_layer_norm\.(weight|bias)":
+        r"decoder.layers.\1.encoder_attn_layer_norm.\2",
     r"decoder\.layers\.(\d+)\.ffn\.inner_proj\.(weight|bias)": r"decoder.layers.\1.fc1.\2",
     r"decoder\.layers\.(\d+)\.ffn\.output_proj\.(weight|bias)": r"decoder.layers.\1.fc2.\2",
     r"decoder\.layers\.(\d+)\.ffn_layer_norm\.(weight|bias)": r"decoder.layers.\1.final_layer_norm.\2",

@@ -97,7 +97,7 @@ def build_sonar_llm(
     source: tuple[dict, dict | None] | None = None,
     decoder: str = "check",
     num_attention_heads: int | None = None,
-) -> tuple["SonarLLMForCausalSentenceModeling", dict]:  # noqa: F821
+) -> tuple[SonarLLMForCausalSentenceModeling, dict]:  # noqa: F821
     """Assemble the HF model from a reference checkpoint and a converted SONAR folder; returns it and a report.
 
     `source` is `read_source(checkpoint)` when the caller already holds it (a training checkpoint can be gigabytes).
@@ -305,7 +305,9 @@ def convert_sonar_llm(
         # 3. reload what was written and check it reproduces the converted model exactly
         reloaded = AutoModel.from_pretrained(staging, dtype=model.dtype)
         with torch.no_grad():
-            same = torch.equal(reloaded(probe.to(model.dtype)).predicted_embeddings, model(probe.to(model.dtype)).predicted_embeddings)
+            same = torch.equal(
+                reloaded(probe.to(model.dtype)).predicted_embeddings, model(probe.to(model.dtype)).predicted_embeddings
+            )
         if not same:
             raise ConversionError("The written folder does not reproduce the converted model.")
     report.update(output=str(output), trainable_parameters=trainable, total_parameters=total)

@@ -19,7 +19,8 @@ from pathlib import Path
 from ..models.tokenization_sonar import SONAR_LANGUAGES, UNK_SURFACE
 
 _SPECIALS = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
-# SentencePiece piece types (sentencepiece_model.proto): 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte.
+# SentencePiece piece types (sentencepiece_model.proto): 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused,
+# 6 byte.
 _NORMAL, _UNKNOWN, _CONTROL, _BYTE = 1, 2, 3, 6
 _BPE = 2
 
@@ -97,7 +98,9 @@ def build_sonar_tokenizer(spm_path, model_max_length: int = 514):
     scores: dict[str, float] = {}
     for index, piece in enumerate(proto.pieces[3:], start=3):
         if piece.piece in vocab or piece.piece in SONAR_LANGUAGES or piece.piece == "<mask>":
-            raise ValueError(f"SentencePiece piece {index} {piece.piece!r} clashes with a special token or language code.")
+            raise ValueError(
+                f"SentencePiece piece {index} {piece.piece!r} clashes with a special token or language code."
+            )
         vocab[piece.piece] = index + 1  # fairseq offset: HF id = SentencePiece id + 1
         if piece.type == _NORMAL:
             scores[piece.piece] = piece.score

@@ -18,7 +18,16 @@ CHARACTERS = [
     ("Jack", "bear", "he", "his"), ("Lucy", "mouse", "she", "her"), ("Finn", "fox", "he", "his"),
     ("Rosa", "girl", "she", "her"),
 ]  # fmt: skip
-HELPERS = ["mom", "dad", "grandma", "a kind old owl", "a friendly farmer", "a big brother", "the teacher", "a wise turtle"]
+HELPERS = [
+    "mom",
+    "dad",
+    "grandma",
+    "a kind old owl",
+    "a friendly farmer",
+    "a big brother",
+    "the teacher",
+    "a wise turtle",
+]
 ADJECTIVES = ["red", "blue", "shiny", "little", "big", "soft", "green", "yellow", "old", "new"]
 OBJECTS = ["ball", "kite", "hat", "boat", "book", "cake", "box", "drum", "toy car", "flower", "apple", "blanket"]
 PLACES = ["the park", "the garden", "the forest", "the beach", "the farm", "the hill", "the lake", "the town"]
@@ -35,7 +44,8 @@ PROBLEMS = [
 FIXES = [
     "{helper} used a long stick to get the {obj}.", "{helper} climbed up and brought the {obj} back.",
     "{helper} fixed the {obj} with some tape.", "{helper} found the {obj} behind a big rock.",
-    "{helper} asked the dog nicely, and the dog gave the {obj} back.", "{helper} jumped into the water and got the {obj}.",
+    "{helper} asked the dog nicely, and the dog gave the {obj} back.",
+    "{helper} jumped into the water and got the {obj}.",
 ]  # fmt: skip
 FEELINGS_BAD = ["{name} felt sad.", "{name} started to cry.", "{name} was very upset.", "{name} felt worried."]
 FEELINGS_GOOD = ["{name} was very happy.", "{name} smiled a big smile.", "{name} felt proud and glad.",
@@ -60,9 +70,20 @@ def generate_story(rng: random.Random) -> list[str]:
     story = [f"Once upon a time, there was a little {kind} named {name}."]
     if rng.random() < 0.5:
         story.append(rng.choice(WEATHER))
-    story.append(rng.choice([f"{name} had a {obj}.", f"{name} loved {pos} {obj}.", f"{_cap(pos)} {obj} was {pos} favorite toy."]))
-    story.append(rng.choice([f"One day, {name} went to {place} with the {obj.split()[-1]}.",
-                             f"{name} took the {obj} to {place}.", f"{_cap(pro)} went to play at {place}."]))  # fmt: skip
+    story.append(
+        rng.choice(
+            [f"{name} had a {obj}.", f"{name} loved {pos} {obj}.", f"{_cap(pos)} {obj} was {pos} favorite toy."]
+        )
+    )
+    story.append(
+        rng.choice(
+            [
+                f"One day, {name} went to {place} with the {obj.split()[-1]}.",
+                f"{name} took the {obj} to {place}.",
+                f"{_cap(pro)} went to play at {place}.",
+            ]
+        )
+    )
     if rng.random() < 0.4:
         story.append(f"At {place}, {name} met {friend}.")
     cause, effect = rng.choice(PROBLEMS)

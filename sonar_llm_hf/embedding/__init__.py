@@ -6,15 +6,15 @@ from .runner import EmbedStats, add_embed_arguments, embed_corpus, load_sonar_en
 from .shards import EMBEDDINGS, SENTENCES
 
 __all__ = [
-           "EMBEDDINGS",
-           "SENTENCES",
-           "SEPARATORS",
-           "EmbedStats",
-           "add_embed_arguments",
-           "embed_corpus",
-           "encode_bucketed",
-           "load_sonar_encoder",
-           "resplit",
-           "run_embed",
-           "token_buckets",
+    "EMBEDDINGS",
+    "SENTENCES",
+    "SEPARATORS",
+    "EmbedStats",
+    "add_embed_arguments",
+    "embed_corpus",
+    "encode_bucketed",
+    "load_sonar_encoder",
+    "resplit",
+    "run_embed",
+    "token_buckets",
 ]

@@ -36,7 +36,8 @@ def encode_bucketed(
 ) -> torch.Tensor:
     """(N, d) embeddings of already tokenized sentences, batched by `token_buckets`, in input order.
 
-    Each batch goes through `SonarTextEncoder.encode_token_ids` (padding-free and oneDNN after `sonar_llm_hf.speed.prepare_for_inference`, as `embed` runs it).
+    Each batch goes through `SonarTextEncoder.encode_token_ids` (padding-free and oneDNN after
+    `sonar_llm_hf.speed.prepare_for_inference`, as `embed` runs it).
     `on_batch(rows)` is called after each batch (the progress bar)."""
     result = torch.empty(len(token_ids), encoder.config.d_model, dtype=encoder.dtype)
     for batch in token_buckets([len(ids) for ids in token_ids], max_tokens):

@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..utf8 import check_utf8
+
 _BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
 
 
@@ -31,6 +33,8 @@ def load_documents(inputs: list[str], split: str = "train"):
             builder = _BUILDERS.get(path.suffix.lower())
             if builder is None:
                 raise ValueError(f"Unsupported input {path}: use .jsonl, .json, .parquet, .txt or a dataset folder.")
+            if builder != "parquet":
+                check_utf8(path)
             loaded = datasets.load_dataset(builder, data_files=str(path), split="train")
         elif path.exists():
             raise ValueError(f"{path} is a folder but not one saved with `save_to_disk` (no dataset_info.json).")

@@ -24,8 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.tokenization_sonar import split_sentences
-from ..models.tokenization_sonar import check_language, encode_source
+from ..models.tokenization_sonar import check_language, encode_source, split_sentences
 from .buckets import encode_bucketed
 from .inputs import load_documents, owned_shards, process_rank
 from .resplit import resplit
@@ -266,16 +265,27 @@ def embed_corpus(args: argparse.Namespace, rank: int | None = None, world_size: 
 
 
 def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="jsonl/json, parquet or txt files, save_to_disk folders or cached dataset names")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="jsonl/json, parquet or txt files, save_to_disk folders or cached dataset names",
+    )
     parser.add_argument("--output", required=True, help="folder of the parquet shards (created; reruns resume)")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--lang", default=None, help="SONAR language of every document (default eng_Latn)")
     parser.add_argument("--lang-column", default=None, help="column holding each document's SONAR language code")
-    parser.add_argument("--model", default=None, help="SONAR encoder folder/repo, or a SONAR-LLM one "
-                                                      "(default: the packaged demo model, offline)")
-    parser.add_argument("--dtype", choices=_TORCH_DTYPES, default="float32",
-                        help="embeddings' dtype (float16 is stored as halffloat; bfloat16 is stored as float32)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="SONAR encoder folder/repo, or a SONAR-LLM one (default: the packaged demo model, offline)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=_TORCH_DTYPES,
+        default="float32",
+        help="embeddings' dtype (float16 is stored as halffloat; bfloat16 is stored as float32)",
+    )
     parser.add_argument("--max-tokens", type=int, default=8192, help="padded tokens per encoder batch")
     parser.add_argument("--shard-rows", type=int, default=10000, help="documents per output shard")
     parser.add_argument("--split", default="train", help="split of a dataset dict input")

@@ -90,11 +90,18 @@ def remove_stale_temporaries(output: Path, owned: set[str]) -> int:
     """Delete temporary files left by a killed run of this process's shards; return how many."""
     removed = 0
     for temporary in Path(output).glob(".tmp-shard_*.parquet-*"):
-        if temporary.name[len(".tmp-"):].rsplit("-", 1)[0] in owned:
+        if temporary.name[len(".tmp-") :].rsplit("-", 1)[0] in owned:
             temporary.unlink(missing_ok=True)
             removed += 1
     return removed
 
 
-__all__ = ["EMBEDDINGS", "SENTENCES", "embedding_column", "encoder_fingerprint", "shard_metadata", "shard_path",
-           "write_shard"]
+__all__ = [
+    "EMBEDDINGS",
+    "SENTENCES",
+    "embedding_column",
+    "encoder_fingerprint",
+    "shard_metadata",
+    "shard_path",
+    "write_shard",
+]

@@ -15,7 +15,6 @@ network access). DIR receives `results.json`, `results.md` and one JSON-lines fi
 from __future__ import annotations
 
 import argparse
-import codecs
 import json
 import os
 import sys
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 
 from ..cli_errors import run_command
+from ..utf8 import check_utf8
 from .judge import JUDGE_MODEL, ChatClient, continuation_text, export_judge_prompts, grade_table, judge_stories
 from .metrics import require_metrics
 from .protocol import (
@@ -71,28 +71,6 @@ def load_split(dataset: str, split: str | None = None, config: str | None = None
             raise ValueError(f"{dataset} has no split {split!r}; its splits are {list(loaded)} (--split).")
         return loaded[split]
     return loaded
-
-
-def check_utf8(path: str | Path, chunk_size: int = 1 << 20) -> None:
-    """Raise `ValueError` naming the file, byte offset and line of the first invalid UTF-8 sequence in `path`."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    offset = lines = 0  # bytes and newlines before the current chunk
-    with open(path, "rb") as file:
-        while True:
-            chunk = file.read(chunk_size)
-            pending = len(decoder.getstate()[0])  # the start of a character cut by the previous chunk
-            try:
-                decoder.decode(chunk, final=not chunk)
-            except UnicodeDecodeError as error:
-                at = offset - pending + error.start
-                line = lines + chunk[: max(0, error.start - pending)].count(b"\n") + 1
-                bad = error.object[error.start : error.end]
-                raise ValueError(f"{path} is not valid UTF-8: byte offset {at} (line {line}) holds {bad!r} "
-                                 f"({error.reason}); save the file as UTF-8.") from None  # fmt: skip
-            if not chunk:
-                return
-            offset += len(chunk)
-            lines += chunk.count(b"\n")
 
 
 def _column(table, name: str, what: str):
@@ -266,11 +244,19 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--split", default=None, help="split of a dataset with several (e.g. validation)")
     parser.add_argument("--out", required=True, help="output folder (results.json, results.md, records)")
     parser.add_argument("--tasks", default="nlg,ce", help=f"comma-separated, of {', '.join(TASKS)} (default nlg,ce)")
-    parser.add_argument("--prefix", choices=["short", "long", "both"], default="short",
-                        help="NLG prefix: 2 sentences (short), half the document (long), or both")
+    parser.add_argument(
+        "--prefix",
+        choices=["short", "long", "both"],
+        default="short",
+        help="NLG prefix: 2 sentences (short), half the document (long), or both",
+    )
     parser.add_argument("--limit", type=int, default=512, help="documents evaluated (the paper: 512)")
-    parser.add_argument("--skip-last", type=int, default=0,
-                        help="drop the last N documents first (the paper: 2500 of TinyStories validation)")
+    parser.add_argument(
+        "--skip-last",
+        type=int,
+        default=0,
+        help="drop the last N documents first (the paper: 2500 of TinyStories validation)",
+    )
     parser.add_argument("--max-document-sentences", type=int, default=32, help="longer documents are left out")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--summary-column", default="summary")

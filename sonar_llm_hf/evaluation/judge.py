@@ -94,7 +94,9 @@ def parse_grades(answer: str) -> dict[str, float]:
     return grades
 
 
-def export_judge_prompts(stories, path: str | Path, model: str = JUDGE_MODEL, max_tokens: int = JUDGE_MAX_TOKENS) -> Path:
+def export_judge_prompts(
+    stories, path: str | Path, model: str = JUDGE_MODEL, max_tokens: int = JUDGE_MAX_TOKENS
+) -> Path:
     """One JSON line per story: the turn-1 request (`model`, `max_tokens`, `messages`) and the turn-2 user message
     (`grading_prompt`) to append after the judge's reply, plus the story's `prefix` and `continuation`."""
     path = Path(path)

@@ -102,8 +102,15 @@ def _batches(items: list, size: int):
         yield items[start : start + size]
 
 
-def continue_documents(model, prompts: list[list[str]], max_new_sentences: int | None = 1, batch_size: int = 32,
-                       progress_bar: bool = True, desc: str = "Generating", **generate_kwargs) -> list[list[str]]:  # fmt: skip
+def continue_documents(
+    model,
+    prompts: list[list[str]],
+    max_new_sentences: int | None = 1,
+    batch_size: int = 32,
+    progress_bar: bool = True,
+    desc: str = "Generating",
+    **generate_kwargs,
+) -> list[list[str]]:
     """Batched `model.generate` on sentence-list prompts; the generated sentences of each prompt."""
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be at least 1, got {batch_size}.")
@@ -138,19 +145,32 @@ def run_nlg(model, documents: list[list[str]], prefix: str = "short", batch_size
     lengths = [prefix_length(len(doc), prefix) for doc in documents]
     prompts = [doc[:n] for doc, n in zip(documents, lengths)]
     references = [doc[n] if n < len(doc) else "" for doc, n in zip(documents, lengths)]
-    generated = continue_documents(model, prompts, max_new_sentences=1, batch_size=batch_size,
-                                   progress_bar=progress_bar, desc=f"NLG ({prefix} prefix)", **generate_kwargs)  # fmt: skip
+    generated = continue_documents(
+        model,
+        prompts,
+        max_new_sentences=1,
+        batch_size=batch_size,
+        progress_bar=progress_bar,
+        desc=f"NLG ({prefix} prefix)",
+        **generate_kwargs,
+    )
     predictions = [first_sentence(" ".join(sentences), lang) for sentences in generated]
     scores = nlg_scores(predictions, references, return_pairs=True)
     records = [
         {"index": i, "prefix": " ".join(p), "generation": g, "reference": r, "scores": s}
         for i, (p, g, r, s) in enumerate(zip(prompts, predictions, references, scores.pop("pairs")))
     ]
-    summary = {**scores, "prefix": prefix, "no_reference": references.count(""),
-               "empty_generation": predictions.count("")}
+    summary = {
+        **scores,
+        "prefix": prefix,
+        "no_reference": references.count(""),
+        "empty_generation": predictions.count(""),
+    }
     if summary["no_reference"]:
-        logger.warning(f"{summary['no_reference']} of {len(documents)} documents have no sentence after the "
-                       f"{prefix} prefix: scored against an empty reference (0), as in the reference scripts.")  # fmt: skip
+        logger.warning(
+            f"{summary['no_reference']} of {len(documents)} documents have no sentence after the "
+            f"{prefix} prefix: scored against an empty reference (0), as in the reference scripts."
+        )
     if records_path is not None:
         write_jsonl(records_path, records)
     return summary, records

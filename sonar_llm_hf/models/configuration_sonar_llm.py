@@ -173,7 +173,9 @@ class SonarLLMConfig(PreTrainedConfig):
         """Refuse combinations that cannot run, naming the values (plain `ValueError`s, raised at construction)."""
         for name, sub in (("encoder_config", self.encoder_config), ("decoder_config", self.decoder_config)):
             if sub.d_model != self.embed_dim:
-                raise ValueError(f"`embed_dim` ({self.embed_dim}) must equal the SONAR {name}.d_model ({sub.d_model}).")
+                raise ValueError(
+                    f"`embed_dim` ({self.embed_dim}) must equal the SONAR {name}.d_model ({sub.d_model})."
+                )
         check_loss_type(self.loss_type)
         if self.ce_chunk_size < 1:
             raise ValueError(f"`ce_chunk_size` must be positive, got {self.ce_chunk_size}.")
@@ -186,7 +188,7 @@ class SonarLLMConfig(PreTrainedConfig):
         super().__setattr__(key, value)
 
     @classmethod
-    def from_preset(cls, name: str, **kwargs) -> "SonarLLMConfig":
+    def from_preset(cls, name: str, **kwargs) -> SonarLLMConfig:
         """A released size with full-size SONAR: `SonarLLMConfig.from_preset("900M", add_begin=True)`. A size whose
         shape is inferred (1.3B) comes with a warning: convert its checkpoint from its own config.json."""
         llama = llama_preset(name)
@@ -206,6 +208,6 @@ class SonarLLMConfig(PreTrainedConfig):
 
 
 __all__ = [
-    "SonarLLMConfig", "SonarLLMBackboneConfig", "SONAR_LLM_PRESETS", "UNCONFIRMED_PRESETS", "llama_preset", "LOSS_TYPES",
-    "check_loss_type",
+    "SonarLLMConfig", "SonarLLMBackboneConfig", "SONAR_LLM_PRESETS", "UNCONFIRMED_PRESETS", "llama_preset",
+    "LOSS_TYPES", "check_loss_type",
 ]  # fmt: skip

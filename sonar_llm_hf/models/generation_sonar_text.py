@@ -12,6 +12,7 @@ Those differences re-rank hypotheses of different lengths, so SONAR's decoder us
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
+from functools import partial
 
 import torch
 from torch import nn
@@ -272,7 +273,12 @@ class Fairseq2BeamSearch:
         if self.prompt_len >= max_length:
             raise ValueError(f"`max_length` ({max_length}) must exceed the prompt length ({self.prompt_len}).")
         self.decoder, self.beam_size, self.max_length = decoder, beam_size, max_length
-        self.len_penalty, self.prune_rows, self.eos, self.vocab_size = len_penalty, prune_rows, config.eos_token_id, config.vocab_size
+        self.len_penalty, self.prune_rows, self.eos, self.vocab_size = (
+            len_penalty,
+            prune_rows,
+            config.eos_token_id,
+            config.vocab_size,
+        )
         # fairseq2 never allows padding; we also block ids the tokenizer cannot decode
         self.constraints = TokenConstraints([*(suppress_ids or []), config.pad_token_id], 3, unk_penalty)
         self.device = device = embeddings.device
@@ -281,7 +287,9 @@ class Fairseq2BeamSearch:
         self.step_scores = torch.zeros(self.num_inputs, max_length, dtype=torch.float32, device=device)
         self.memory = embeddings.unsqueeze(1)  # (N, 1, d)
         spares = SpareBuffers()
-        layers = [BeamSearchCacheLayer(self.num_inputs * beam_size, max_length, spares) for _ in range(config.decoder_layers)]
+        layers = [
+            BeamSearchCacheLayer(self.num_inputs * beam_size, max_length, spares) for _ in range(config.decoder_layers)
+        ]
         self.cache = EncoderDecoderCache(Cache(layers=layers), DynamicCache())
         self.scratch = ScratchBuffer()
         self.beam_sizes = [1] * self.num_inputs
@@ -308,12 +316,21 @@ class Fairseq2BeamSearch:
                                           use_cache=True, return_dict=True).last_hidden_state  # fmt: skip
             # (rows, d), brought to the tied LM head's device (`device_map` may put the last layer on another one)
             hidden = hidden[:, -1].to(self.device)
-            scores, ids = chunked_top_log_probs(hidden, self.decoder.lm_head, min(2 * self.beam_size, self.vocab_size),
-                                                self.constraints, self.eos if last else None, self.scratch)  # fmt: skip
+            scores, ids = chunked_top_log_probs(
+                hidden,
+                self.decoder.lm_head,
+                min(2 * self.beam_size, self.vocab_size),
+                self.constraints,
+                self.eos if last else None,
+                self.scratch,
+            )
         else:  # fairseq2's way: full log-probs, top-k over all beams x vocabulary
             lprobs = self.full_log_probs(tokens)[:, -1]  # (rows, V)
             if last:
-                scores, ids = lprobs[:, self.eos : self.eos + 1], torch.full_like(lprobs[:, :1], self.eos, dtype=torch.long)
+                scores, ids = (
+                    lprobs[:, self.eos : self.eos + 1],
+                    torch.full_like(lprobs[:, :1], self.eos, dtype=torch.long),
+                )
             else:
                 self.constraints.apply(lprobs, 0)
                 scores, ids = lprobs, torch.arange(self.vocab_size, device=self.device).expand_as(lprobs)
@@ -355,7 +372,7 @@ class Fairseq2BeamSearch:
             for size in self.beam_sizes:
                 rows = slice(offset, offset + size)
                 selection = select_candidates(row_scores[rows], row_tokens[rows], offset, self.beam_size, self.eos,
-                                              lambda row, score: self.finish(step, row, score))  # fmt: skip
+                                              partial(self.finish, step))  # fmt: skip
                 offset += size
                 if not selection.closed:
                     selections.append(selection)

@@ -1,6 +1,6 @@
 """SONAR-LLM (arXiv 2508.05305): a Llama decoder that predicts the next sentence as a SONAR embedding.
 
-    sentence embeddings (B, T, 1024) -> sentence_in_proj -> Llama layers -> sentence_out_proj -> predictions (B, T, 1024)
+    sentence embeddings (B, T, 1024) -> sentence_in_proj -> Llama layers -> sentence_out_proj -> predictions (B, T, d)
 
 Training pushes token cross-entropy through the frozen SONAR decoder: the prediction at position t-1 is the
 decoder's cross-attention memory when teacher-forcing the tokens of sentence t. Generation decodes each prediction
@@ -34,10 +34,10 @@ from .tokenization_sonar import SonarTokenizerMixin
 #
 # Counting rule. `Trainer` divides the loss by `num_items_in_batch`, its count of `labels != -100` over all the
 # micro-batches of one optimizer step on all devices. Every loss type is therefore a sum over target tokens divided by
-# that count: the cross-entropy of each token, and the MSE of each predicted sentence once per target token of it. A sum
-# over the same items on every micro-batch, divided by their global count, is what one large batch gives, so gradient
-# accumulation and data parallelism are exact. It holds only if every label that is not -100 is an item the model
-# scores; `check_countable_labels` refuses labels for which it does not (sentence 0, padded sentences, ...).
+# that count: the cross-entropy of each token, and the MSE of each predicted sentence once per target token of it. A
+# sum over the same items on every micro-batch, divided by their global count, is what one large batch gives, so
+# gradient accumulation and data parallelism are exact. It holds only if every label that is not -100 is an item the
+# model scores; `check_countable_labels` refuses labels for which it does not (sentence 0, padded sentences, ...).
 
 
 class _LinearCrossEntropy(torch.autograd.Function):

@@ -231,7 +231,9 @@ class SonarSentenceCrossAttention(M2M100Attention):
             and (not self.training or self.dropout == 0)
         )
         if not single:
-            return super().forward(hidden_states, key_value_states, cache=cache, attention_mask=attention_mask, **kwargs)
+            return super().forward(
+                hidden_states, key_value_states, cache=cache, attention_mask=attention_mask, **kwargs
+            )
         cross_cache = cache.cross_attention_cache if isinstance(cache, EncoderDecoderCache) else None
         if cross_cache is not None and cache.is_updated.get(self.layer_idx):
             output = cross_cache.layers[self.layer_idx].keys[:, 0]  # (N, 1, d)
@@ -305,7 +307,9 @@ class SonarTextDecoder(SonarTextPreTrainedModel, GenerationMixin):
         check_sentence_embeddings(sentence_embeddings, self.config.d_model)
         memory = sentence_embeddings.to(self.dtype).unsqueeze(1)  # (N, d) -> (N, 1, d), in the model's dtype
         return self.decoder(
-            input_ids=decoder_input_ids, attention_mask=decoder_attention_mask, encoder_hidden_states=memory,
+            input_ids=decoder_input_ids,
+            attention_mask=decoder_attention_mask,
+            encoder_hidden_states=memory,
             return_dict=True,
         ).last_hidden_state
 
@@ -339,7 +343,9 @@ class SonarTextDecoder(SonarTextPreTrainedModel, GenerationMixin):
         if labels is not None:
             check_token_labels(labels, self.config.vocab_size)
         if labels is not None and decoder_input_ids is None and decoder_inputs_embeds is None:
-            decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+            decoder_input_ids = shift_tokens_right(
+                labels, self.config.pad_token_id, self.config.decoder_start_token_id
+            )
         tokens = decoder_input_ids if decoder_input_ids is not None else decoder_inputs_embeds
         if tokens is not None:  # positions past the decoder's would be extrapolated silently
             check_decoder_positions(tokens.shape[1] + (cache.get_seq_length() if cache is not None else 0),
@@ -407,7 +413,9 @@ class SonarTextDecoder(SonarTextPreTrainedModel, GenerationMixin):
             embeddings = embeddings.unsqueeze(0)
         check_sentence_embeddings(embeddings, self.config.d_model, name="embeddings")
         if embeddings.dim() != 2:
-            raise ValueError(f"`embeddings` must have shape (N, {self.config.d_model}), got {tuple(embeddings.shape)}.")
+            raise ValueError(
+                f"`embeddings` must have shape (N, {self.config.d_model}), got {tuple(embeddings.shape)}."
+            )
         embeddings = embeddings.to(device=execution_device(self), dtype=self.dtype)
         suppress = suppressed_token_ids(tokenizer, self.config.vocab_size)
         texts, generated = [], []
@@ -426,7 +434,9 @@ class SonarTextDecoder(SonarTextPreTrainedModel, GenerationMixin):
                 output = self.generate(sentence_embeddings=chunk, decoder_input_ids=prompt,
                                        **self._generate_options(settings, suppress))  # fmt: skip
                 new_tokens = output[:, prompt.shape[1] :].tolist()
-            new_tokens = [_strip_padding(row, self.config.pad_token_id, self.config.eos_token_id) for row in new_tokens]
+            new_tokens = [
+                _strip_padding(row, self.config.pad_token_id, self.config.eos_token_id) for row in new_tokens
+            ]
             texts.extend(decode_ids(tokenizer, new_tokens))
             generated.extend(new_tokens)
         return (texts, generated) if return_token_ids else texts

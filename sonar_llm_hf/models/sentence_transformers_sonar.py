@@ -21,8 +21,8 @@ from typing import ClassVar
 import torch
 from sentence_transformers.base.modules import InputModule
 
-from .modeling_sonar_text import SonarTextEncoder
 from .configuration_sonar_text import check_encoder_length
+from .modeling_sonar_text import SonarTextEncoder
 from .tokenization_sonar import encode_source, validate_texts
 
 # `from_pretrained` options that say where the files are (sentence-transformers' names -> transformers').

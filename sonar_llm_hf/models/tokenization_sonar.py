@@ -348,7 +348,8 @@ def suppressed_token_ids(tokenizer, model_vocab_size: int | None = None) -> list
 #   tokenizer without SentencePiece pieces (what transformers builds from a folder holding no tokenizer files) is
 #   never used. Tokenizer files that are there but cannot be read (truncated, corrupt, no pieces) are an error at
 #   loading: the model would otherwise load as if it had none;
-# - `execution_device` says where a module loaded with `device_map` computes (its parameters may be offloaded to "meta").
+# - `execution_device` says where a module loaded with `device_map` computes (its parameters may be offloaded to
+#   "meta").
 
 logger = logging.get_logger(__name__)
 
@@ -425,7 +426,8 @@ class SonarTokenizerMixin:
         if value is not None and not has_pieces(value):
             raise ValueError(
                 f"This tokenizer has {len(value)} tokens: only special tokens and language codes, no SentencePiece "
-                "pieces. Load the SONAR tokenizer saved with a converted model (`AutoTokenizer.from_pretrained(folder)`)."
+                "pieces. Load the SONAR tokenizer saved with a converted model "
+                "(`AutoTokenizer.from_pretrained(folder)`)."
             )
         self._tokenizer = value
 
@@ -479,9 +481,10 @@ class SonarTokenizerMixin:
                               for name in ("quantized", "packed") if getattr(module, name, None)})  # fmt: skip
         if transformed:
             raise ValueError(
-                f"This model holds SONAR parts transformed for inference only: {', '.join(transformed)}; their weights "
-                "are no longer plain fp32 tensors, so a saved folder would be incomplete. Save before `quantize_sonar`"
-                " / `pack_sonar`, call `unpack_sonar(model)` after packing, or load the saved folder again."
+                f"This model holds SONAR parts transformed for inference only: {', '.join(transformed)}; their "
+                "weights are no longer plain fp32 tensors, so a saved folder would be incomplete. Save before "
+                "`quantize_sonar` / `pack_sonar`, call `unpack_sonar(model)` after packing, or load the saved folder "
+                "again."
             )
         super().save_pretrained(save_directory, *args, **kwargs)
         if self.tokenizer is not None and kwargs.get("is_main_process", True):

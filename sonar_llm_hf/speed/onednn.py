@@ -28,7 +28,12 @@ def onednn_op():
 def onednn_applies(module: nn.Module) -> bool:
     """oneDNN helps fp32 CPU weights; other devices and dtypes keep their usual kernels."""
     weight = next((p for p in module.parameters()), None)
-    return weight is not None and weight.device.type == "cpu" and weight.dtype == torch.float32 and onednn_op() is not None
+    return (
+        weight is not None
+        and weight.device.type == "cpu"
+        and weight.dtype == torch.float32
+        and onednn_op() is not None
+    )
 
 
 def onednn_linear(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

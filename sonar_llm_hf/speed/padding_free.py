@@ -64,7 +64,9 @@ def packed_encoder_states(encoder: M2M100Encoder, input_ids: torch.LongTensor, a
         states = states[real]  # (tokens, d)
         mask = keep[:, None, None, :]  # (N, 1, 1, T): keys that are real tokens
     for layer in encoder.layers:
-        states = states + _self_attention(layer.self_attn, layer.self_attn_layer_norm(states), real, (batch, width), mask)
+        states = states + _self_attention(
+            layer.self_attn, layer.self_attn_layer_norm(states), real, (batch, width), mask
+        )
         states = states + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(states))))
         if states.dtype == torch.float16:  # as M2M100EncoderLayer
             limit = torch.finfo(states.dtype).max - 1000
@@ -79,12 +81,17 @@ def use_padding_free_encoding(part: nn.Module) -> None:
     plain = type(encoder).forward
 
     def forward(input_ids=None, attention_mask=None, inputs_embeds=None, **kwargs):
-        simple = input_ids is not None and attention_mask is not None and inputs_embeds is None and not any(
-            kwargs.get(name) for name in ("output_attentions", "output_hidden_states")
+        simple = (
+            input_ids is not None
+            and attention_mask is not None
+            and inputs_embeds is None
+            and not any(kwargs.get(name) for name in ("output_attentions", "output_hidden_states"))
         )
         if simple and packed_encoding_applies(encoder):
             return BaseModelOutput(last_hidden_state=packed_encoder_states(encoder, input_ids, attention_mask))
-        return plain(encoder, input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs)
+        return plain(
+            encoder, input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
+        )
 
     encoder.forward = forward
 

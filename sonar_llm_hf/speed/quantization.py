@@ -45,7 +45,8 @@ def _quantized_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Mod
 
 
 class Int8VocabularyProjection(nn.Module):
-    """The tied LM head as int8 chunks of `chunk` rows: `forward` gives all logits, `vocab_chunks` one chunk at a time."""
+    """The tied LM head as int8 chunks of `chunk` rows: `forward` gives all logits, `vocab_chunks` one chunk at a
+    time."""
 
     def __init__(self, weight: torch.Tensor, chunk: int = VOCAB_CHUNK):
         super().__init__()
@@ -85,9 +86,13 @@ def sonar_parts(model: nn.Module, caller: str = "quantize_sonar") -> list[nn.Mod
 
     if isinstance(model, (SonarTextEncoder, SonarTextDecoder)):
         return [model]
-    parts = [m for m in (getattr(model, "sonar_encoder", None), getattr(model, "sonar_decoder", None)) if m is not None]
+    parts = [
+        m for m in (getattr(model, "sonar_encoder", None), getattr(model, "sonar_decoder", None)) if m is not None
+    ]
     if not parts:
-        raise TypeError(f"{caller} takes a SonarTextEncoder, a SonarTextDecoder or a SONAR-LLM, got {type(model).__name__}.")
+        raise TypeError(
+            f"{caller} takes a SonarTextEncoder, a SonarTextDecoder or a SONAR-LLM, got {type(model).__name__}."
+        )
     return parts
 
 
@@ -113,14 +118,21 @@ def quantize_sonar(model: nn.Module, dtype: str = "int8") -> nn.Module:
     """
     if dtype != "int8":
         raise ValueError(f"Only dtype='int8' is supported, got {dtype!r}.")
-    if "fbgemm" not in torch.backends.quantized.supported_engines and "x86" not in torch.backends.quantized.supported_engines:
-        raise RuntimeError("This torch build has no x86 quantized kernels (fbgemm); int8 SONAR needs an x86 CPU build.")
+    if (
+        "fbgemm" not in torch.backends.quantized.supported_engines
+        and "x86" not in torch.backends.quantized.supported_engines
+    ):
+        raise RuntimeError(
+            "This torch build has no x86 quantized kernels (fbgemm); int8 SONAR needs an x86 CPU build."
+        )
     parts = sonar_parts(model)
     for part in parts:
         check_untransformed(part, "int8")
     for part in parts:
         if hasattr(part, "lm_head"):
-            part.lm_head = Int8VocabularyProjection(part.lm_head.weight.detach())  # the fp32 embedding stays for lookups
+            part.lm_head = Int8VocabularyProjection(
+                part.lm_head.weight.detach()
+            )  # the fp32 embedding stays for lookups
         swap_layers(layer_stack(part), nn.Linear, _quantized_copy)
         part.quantized = dtype
         part.eval()

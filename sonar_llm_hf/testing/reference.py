@@ -39,7 +39,9 @@ def reference_backbone(model, embeddings: torch.Tensor) -> torch.Tensor:
     return model.sentence_out_proj(hidden)
 
 
-def reference_loss(model, embeddings, documents, lang="eng_Latn", max_len=256, duplicate_final_eos=True, return_count=False):
+def reference_loss(
+    model, embeddings, documents, lang="eng_Latn", max_len=256, duplicate_final_eos=True, return_count=False
+):
     """Mean token CE over all sentence pairs of a zero-padded micro-batch, as the reference computes it."""
     tokenizer = model.tokenizer
     predicted = reference_backbone(model, embeddings)  # (B, T, d)
@@ -63,7 +65,9 @@ def reference_loss(model, embeddings, documents, lang="eng_Latn", max_len=256, d
         dec_labels[i, : len(y[:width])] = torch.tensor(y[:width])
     hidden = model.sonar_decoder.decoder_hidden_states(pred, dec_in)
     logits = model.sonar_decoder.lm_head(hidden)  # full (N, L, V) logits, as the reference materialises them
-    loss = nn.CrossEntropyLoss(ignore_index=HF_PAD)(logits.reshape(-1, logits.shape[-1]).float(), dec_labels.reshape(-1))
+    loss = nn.CrossEntropyLoss(ignore_index=HF_PAD)(
+        logits.reshape(-1, logits.shape[-1]).float(), dec_labels.reshape(-1)
+    )
     return (loss, int((dec_labels != HF_PAD).sum())) if return_count else loss
 
 

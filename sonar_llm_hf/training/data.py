@@ -47,8 +47,7 @@ from collections import Counter
 import numpy as np
 import torch
 
-from ..models.tokenization_sonar import split_sentences
-from ..models.tokenization_sonar import check_language, encode_target
+from ..models.tokenization_sonar import check_language, encode_target, split_sentences
 
 logger = logging.getLogger(__name__)
 
@@ -149,8 +148,9 @@ def split_documents(
     clashes = {"sentences", "lang", "drop_reason", "sentences_cut", "sentence_embeddings", "labels", "num_sentences"}
     clashes &= set(dataset.column_names) - {lang_column if lang_column == "lang" else None}
     if "lang" in clashes:
-        raise ValueError("The dataset has a 'lang' column: pass lang_column='lang' (--lang_column lang) to use it, "
-                         "or rename it.")
+        raise ValueError(
+            "The dataset has a 'lang' column: pass lang_column='lang' (--lang_column lang) to use it, or rename it."
+        )
     if clashes:
         raise ValueError(f"The dataset already has column(s) {sorted(clashes)}, which preparation writes.")
     extra = 1 if eos_sentence else 0
@@ -298,7 +298,7 @@ def prepare_dataset(
         embeddings = torch.empty(len(flat), dim)
         labels: list = [None] * len(flat)
         for lang in sorted(set(langs)):
-            rows = [i for i, l in enumerate(langs) if l == lang]
+            rows = [i for i, row_lang in enumerate(langs) if row_lang == lang]
             texts = [flat[i] for i in rows]
             embeddings[rows] = encoder.encode(texts, lang=lang, batch_size=batch_size, tokenizer=tokenizer,
                                               progress_bar=False).float().cpu()  # fmt: skip
@@ -398,7 +398,7 @@ class SonarLLMDataCollator:
         self.label_width = 1 if one_label_per_sentence else label_width
 
     @classmethod
-    def for_model(cls, model, pad_to_multiple_of: int | None = None) -> "SonarLLMDataCollator":
+    def for_model(cls, model, pad_to_multiple_of: int | None = None) -> SonarLLMDataCollator:
         """The collator for `model` (a SONAR-LLM, or a PEFT model around one): its dtype, and the extra `</s>` label
         when its config sets `duplicate_final_eos_target`."""
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
