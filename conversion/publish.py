@@ -3,21 +3,28 @@
     python conversion/publish.py sonar-llm-900m org/sonar-llm-900m [--private] [--revision v1] [--commit-message M]
     python conversion/publish.py sonar-llm-900m org/sonar-llm-900m --dry-run    # list what would be uploaded
 
-One commit: the repo (and the branch, with --revision) is created if missing, the folder uploaded, and weight shards
-left over from an earlier upload deleted in the same commit (a re-conversion to another dtype changes the shards).
-`--dry-run` lists every file the upload would send (huggingface_hub's own selection: everything but `.git/` and
-`.cache/huggingface/`) with its size, and contacts nothing. Authentication is huggingface_hub's own (`hf auth login`
-or HF_TOKEN).
+One commit: the repo (and the branch, with --revision) is created if missing, the folder uploaded, and files that an
+earlier upload of a conversion left there and this folder no longer holds (weight shards of another dtype) deleted in
+the same commit. `--dry-run` lists every file the upload would send (huggingface_hub's own selection: everything but
+`.git/` and `.cache/huggingface/`) with its size, and contacts nothing. Authentication is huggingface_hub's own
+(`hf auth login` or HF_TOKEN).
+
+The converters' rule for folders (sonar_llm_hf/conversion/output.py) holds on both sides. Locally, the folder must
+hold exactly what its conversion wrote. On the Hub, only files that the repository's own manifest lists (an earlier
+conversion's upload) are replaced or deleted: an upload that would overwrite any other file (an original
+pytorch_model.bin, a card edited on the Hub) is refused by name before anything is sent, and other files the
+repository holds are left as they are and named.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
+import json
 import sys
 from pathlib import Path
 
-# Shards from a previous upload that this folder no longer has would otherwise linger next to the new index.
-STALE_WEIGHTS = ["*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin"]
+HUB_OWN = {".gitattributes"}  # what the Hub writes into a new repository
 
 
 class PublishError(RuntimeError):
@@ -61,8 +68,53 @@ def describe_upload(folder, repo_id: str, private: bool = False, revision: str |
              f"{repo_id} (branch {revision or 'main'}; created {'private' if private else 'public'} if missing), "
              "in one commit:"]  # fmt: skip
     lines += [f"  {name}  {size:,} bytes" for name, size in files]
-    lines.append(f"and delete remote files matching {', '.join(STALE_WEIGHTS)} that this folder does not hold.")
+    lines.append("and delete remote files that an earlier conversion uploaded (the repository's manifest lists them) "
+                 "and this folder does not hold. An upload that would overwrite a remote file no conversion uploaded "
+                 "is refused (the dry run does not contact the Hub to check).")  # fmt: skip
     return "\n".join(lines)
+
+
+def _changed_on_the_hub(api, repo_id: str, revision: str | None, recorded: dict[str, str]) -> list[str]:
+    """The files of `recorded` (name -> SHA-256 when uploaded) whose content on the Hub differs now (a card edited
+    in the browser): LFS files by the SHA-256 the Hub keeps, small files by downloading them."""
+    import hashlib
+
+    changed = []
+    for info in api.get_paths_info(repo_id, sorted(recorded), repo_type="model", revision=revision):
+        lfs = getattr(info, "lfs", None)
+        if lfs is not None:
+            digest = lfs["sha256"] if isinstance(lfs, dict) else lfs.sha256
+        else:
+            path = api.hf_hub_download(repo_id, info.path, repo_type="model", revision=revision)
+            digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        if digest != recorded[info.path]:
+            changed.append(info.path)
+    return changed
+
+
+def remote_changes(api, repo_id: str, revision: str | None, local: set[str]) -> tuple[list[str], list[str]]:
+    """(remote files to delete, remote files left as they are) for uploading files `local` to `repo_id`.
+
+    Only files listed in the repository's own manifest (uploaded by an earlier conversion) and unchanged since may be
+    replaced or deleted; a `PublishError` names any other remote file the upload would overwrite."""
+    from sonar_llm_hf.conversion.output import MANIFEST
+
+    remote = set(api.list_repo_files(repo_id, repo_type="model", revision=revision))
+    recorded = {}
+    if MANIFEST in remote:
+        path = api.hf_hub_download(repo_id, MANIFEST, repo_type="model", revision=revision)
+        recorded = json.loads(Path(path).read_text())["files"]
+    edited = _changed_on_the_hub(api, repo_id, revision, {name: recorded[name] for name in remote & set(recorded)})
+    ours = (set(recorded) - set(edited)) | ({MANIFEST} if recorded else set())
+    theirs = remote - ours - HUB_OWN
+    overwritten = sorted(theirs & local)
+    if overwritten:
+        raise PublishError(
+            f"{repo_id} (branch {revision or 'main'}) holds {len(overwritten)} file(s) that no conversion uploaded "
+            f"and this upload would overwrite: {', '.join(overwritten[:10])}. Nothing was uploaded. Publish to a new "
+            "repository or branch (--revision), or remove or rename those files there first."
+        )
+    return sorted((remote & ours) - local), sorted(theirs)
 
 
 def publish_folder(
@@ -85,15 +137,22 @@ def publish_folder(
         # 2. the branch, forked from main
         if revision and revision != "main":
             api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
-        # 3. one commit with every file, stale shards removed
+        # 3. what may go: only files an earlier conversion uploaded; nothing of anyone else's is overwritten
+        stale, kept = remote_changes(api, repo_id, revision, {name for name, _ in files_to_upload(folder)})
+        if kept:
+            print(f"publish: leaving {len(kept)} remote file(s) that no conversion uploaded as they are: "
+                  f"{', '.join(kept[:10])}", file=sys.stderr)  # fmt: skip
+        # 4. one commit with every file, the stale ones of an earlier conversion removed
         return api.upload_folder(
             repo_id=repo_id,
             folder_path=str(folder),
             repo_type="model",
             revision=revision,
             commit_message=commit_message or f"Upload {repo_id.split('/')[-1]} converted with sonar-llm-hf",
-            delete_patterns=STALE_WEIGHTS,
+            delete_patterns=[glob.escape(name) for name in stale] or None,
         )
+    except PublishError:
+        raise
     except Exception as error:  # network, authentication, permissions: the local folder stays valid
         raise PublishError(
             f"Publishing {folder} to {repo_id} failed ({type(error).__name__}: {error}). The folder is complete; "

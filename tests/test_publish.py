@@ -1,6 +1,7 @@
 """--push-to-hub and publish.py: the real HfApi code path, with only its network methods replaced; what a user gets
 from a published folder (a fresh cache) and from the Space folder (a fresh virtualenv)."""
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -9,11 +10,13 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import HfApi, ModelCard
+from huggingface_hub.hf_api import RepoFile
+from huggingface_hub.utils import filter_repo_objects
 from test_convert_sonar_llm import CHECKPOINT, CONFIG, sonar_dir  # noqa: F401 (fixture)
 from test_remote_code import run_without_package
 from transformers import AutoModel
 
-from sonar_llm_hf.conversion.output import write_manifest
+from sonar_llm_hf.conversion.output import MANIFEST, write_manifest
 
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "conversion"))
@@ -23,10 +26,20 @@ import publish  # noqa: E402
 from build_space import build_space  # noqa: E402
 
 
+class RecordedHub(list):
+    """The calls that would reach the Hub, and the files of the one repository there (`files`: path -> bytes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.files = {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"}
+
+
 @pytest.fixture
-def hub(monkeypatch):
-    """Records what would be sent to the Hub; everything above the HfApi methods runs for real."""
-    calls = []
+def hub(monkeypatch, tmp_path_factory):
+    """Records what would be sent to the Hub and keeps the repository's files; everything above the HfApi network
+    methods runs for real (`upload_folder` applies its commit: `delete_patterns` as huggingface_hub matches them)."""
+    calls = RecordedHub()
+    downloads = tmp_path_factory.mktemp("hub_downloads")
 
     def record(name, result=None):
         def method(self, *args, **kwargs):
@@ -35,13 +48,35 @@ def hub(monkeypatch):
                 folder = Path(kwargs["folder_path"])
                 calls[-1][2]["files"] = sorted(p.name for p in folder.iterdir())
                 calls[-1][2]["card"] = ModelCard.load(folder / "README.md")
+                deleted = filter_repo_objects(list(calls.files), allow_patterns=kwargs.get("delete_patterns") or [])
+                for path in list(deleted) if kwargs.get("delete_patterns") else []:
+                    del calls.files[path]
+                calls.files.update({p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()})
             return result
 
         return method
 
+    def download(self, repo_id, filename, **kwargs):
+        path = downloads / f"{len(list(downloads.iterdir()))}-{filename}"
+        path.write_bytes(calls.files[filename])
+        return str(path)
+
+    def paths_info(self, repo_id, paths, **kwargs):
+        def info(path):
+            data = calls.files[path]
+            lfs = {"size": len(data), "oid": hashlib.sha256(data).hexdigest(), "pointerSize": 134}
+            return RepoFile(
+                path=path, size=len(data), oid="0" * 40, lfs=lfs if path.endswith(".safetensors") else None
+            )
+
+        return [info(path) for path in paths if path in calls.files]
+
     monkeypatch.setattr(HfApi, "create_repo", record("create_repo", "https://huggingface.co/org/tiny"))
     monkeypatch.setattr(HfApi, "create_branch", record("create_branch"))
     monkeypatch.setattr(HfApi, "upload_folder", record("upload_folder", "https://huggingface.co/org/tiny/commit/abc"))
+    monkeypatch.setattr(HfApi, "list_repo_files", lambda self, repo_id, **kwargs: sorted(calls.files))
+    monkeypatch.setattr(HfApi, "hf_hub_download", download)
+    monkeypatch.setattr(HfApi, "get_paths_info", paths_info)
     return calls
 
 
@@ -62,7 +97,7 @@ def test_push_to_hub_with_revision_and_private(hub, sonar_dir, tmp_path, capsys)
     _, _, kwargs = hub[2]
     assert kwargs["repo_id"] == "org/tiny" and kwargs["folder_path"] == str(output)
     assert kwargs["revision"] == "v1" and kwargs["commit_message"] == "first" and kwargs["repo_type"] == "model"
-    assert "*.safetensors" in kwargs["delete_patterns"]  # stale shards of an earlier upload go in the same commit
+    assert kwargs["delete_patterns"] is None  # a new repository: nothing of an earlier conversion to remove
     written = {"model.safetensors", "config.json", "README.md", "tokenizer.json", "modeling_sonar_llm.py"}
     assert written <= set(kwargs["files"])
     assert 'AutoModel.from_pretrained("org/tiny", trust_remote_code=True)' in kwargs["card"].text
@@ -125,7 +160,47 @@ def test_dry_run_lists_every_file_it_would_upload(hub, sonar_dir, tmp_path, caps
     assert listed == sorted(op.path_in_repo for op in additions)
     assert {"model.safetensors", "config.json", "README.md", "tokenizer.json", "modeling_sonar_llm.py"} <= set(listed)
     assert f"would upload {len(listed)} files" in out and "to org/tiny (branch v2;" in out
-    assert "delete remote files matching *.safetensors" in out
+    assert "delete remote files that an earlier conversion uploaded" in out
+
+
+def test_a_republish_replaces_only_what_a_conversion_uploaded(hub, sonar_dir, tmp_path, capsys):
+    """The second upload deletes the shards the first one left (listed in the repository's manifest) and leaves
+    a file that no conversion uploaded as it is, naming it."""
+    output = tmp_path / "out"
+    cli.convert(CHECKPOINT, sonar_dir, output, config=CONFIG, push_to_hub="org/tiny")
+    first = dict(hub.files)
+    assert first["model.safetensors"] == (output / "model.safetensors").read_bytes()
+    # the earlier conversion had written two shards; someone also uploaded the original checkpoint
+    manifest = json.loads(first[MANIFEST])
+    for shard in ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"):
+        hub.files[shard] = b"old shard"
+        manifest["files"][shard] = hashlib.sha256(b"old shard").hexdigest()
+    hub.files[MANIFEST] = json.dumps(manifest).encode()
+    hub.files["pytorch_model.bin"] = b"the original weights"
+    assert publish.main([str(output), "org/tiny"]) == 0
+    assert sorted(hub[-1][2]["delete_patterns"]) == ["model-00001-of-00002.safetensors",
+                                                     "model-00002-of-00002.safetensors"]  # fmt: skip
+    assert set(hub.files) == set(first) | {"pytorch_model.bin"}
+    assert "leaving 1 remote file(s) that no conversion uploaded as they are: pytorch_model.bin" in (
+        capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize("case", ["card edited on the Hub", "repository made by hand"])
+def test_a_file_no_conversion_uploaded_is_never_overwritten(hub, sonar_dir, tmp_path, capsys, case):
+    output = tmp_path / "out"
+    cli.convert(CHECKPOINT, sonar_dir, output, config=CONFIG)
+    if case == "card edited on the Hub":
+        assert publish.main([str(output), "org/tiny"]) == 0
+        hub.files["README.md"] += b"\nA paragraph its owner wrote in the browser.\n"
+    else:
+        hub.files.update({"README.md": b"# my model\n", "config.json": b"{}"})
+    before, calls = dict(hub.files), len(hub)
+    assert publish.main([str(output), "org/tiny"]) == 2
+    err = capsys.readouterr().err
+    named = "README.md" if case == "card edited on the Hub" else "README.md, config.json"
+    assert f"that no conversion uploaded and this upload would overwrite: {named}." in err
+    assert hub.files == before and [name for name, _, _ in hub[calls:]] == ["create_repo"]  # nothing uploaded
 
 
 def test_a_published_folder_generates_from_a_fresh_cache(sonar_dir, tmp_path, monkeypatch):

@@ -96,7 +96,9 @@ out = model.generate(["Once upon a time, there was a little girl. She loved to p
 print(out.texts[0])
 ```
 
-Without the package, the folder carries its own code (read it first; pin a `revision`):
+Without the package, the folder carries its own code (read it first; pin a `revision`). Besides transformers and
+torch it needs `sentencex`, the sentence splitter training used (`pip install sentencex`; transformers names it if
+it is missing):
 
 ```python
 from transformers import AutoModel
