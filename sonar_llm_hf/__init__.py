@@ -20,11 +20,16 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from .conversion.tokenizer import build_sonar_tokenizer
 from .models.configuration_sonar_llm import SONAR_LLM_PRESETS, SonarLLMConfig, llama_preset
 from .models.configuration_sonar_text import SonarTextDecoderConfig, SonarTextEncoderConfig
-from .models.generation_sonar_llm import PrintSentenceStreamer, SentenceStreamer, SonarLLMGenerateOutput
+from .models.generation_sonar_llm import (
+    PrintSentenceStreamer,
+    SentenceStreamer,
+    SonarLLMGenerateOutput,
+    split_sentences,
+)
 from .models.modeling_sonar_llm import SonarLLMForCausalSentenceModeling, SonarLLMOutput
 from .models.modeling_sonar_text import SonarTextDecoder, SonarTextEncoder
 from .models.pipeline_sonar_llm import PACKAGE_TASK, SonarLLMSentencePipeline
-from .models.tokenization_sonar import SONAR_LANGUAGES, check_language, split_sentences
+from .models.tokenization_sonar import SONAR_LANGUAGES, check_language
 from .speed import pack_sonar, prepare_for_inference, quantize_sonar, unpack_sonar
 from .training.data import SonarLLMDataCollator, prepare_dataset, split_documents
 

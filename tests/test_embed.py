@@ -16,7 +16,8 @@ import torch
 
 from sonar_llm_hf.cli import main as cli_main
 from sonar_llm_hf.embedding import encode_bucketed, resplit, runner, token_buckets
-from sonar_llm_hf.models.tokenization_sonar import encode_source, split_sentences
+from sonar_llm_hf.models.generation_sonar_llm import split_sentences
+from sonar_llm_hf.models.tokenization_sonar import encode_source
 
 ROOT = Path(__file__).parents[1]
 LONG = "It rained, " + ", ".join(f"then the {w} cat ran home" for w in ["red", "big", "old", "shy"] * 40) + "."

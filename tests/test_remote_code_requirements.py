@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import sonar_llm_hf
+from sonar_llm_hf.conversion.sonar import convert_sonar
+from sonar_llm_hf.testing.tiny import make_fs2_sonar_state_dict, train_tiny_spm
 
 MODELS = Path(sonar_llm_hf.__file__).parent / "models"
 BUILTIN = {"torch", "transformers", "tokenizers", "huggingface_hub", "__future__"} | set(sys.stdlib_module_names)
@@ -32,7 +35,9 @@ def plain_imports(folder: Path) -> set[str]:
     return found - BUILTIN
 
 
-REQUIRED = sorted(plain_imports(MODELS))
+# sentence_transformers is imported only by the module that sentence-transformers itself loads (`SentenceTransformer(
+# folder, trust_remote_code=True)`), so whoever runs that file has it.
+REQUIRED = sorted(plain_imports(MODELS) - {"sentence_transformers"})
 
 
 def dev_site_packages() -> Path:
@@ -85,3 +90,27 @@ AutoModel.from_pretrained({str(tiny_sonar_llm_dir)!r}, trust_remote_code=True)
     assert result.returncode != 0, f"the model loaded without {package}"
     assert "requires the following packages that were not found in your environment" in result.stderr
     assert f"pip install {package}" in result.stderr
+
+
+def test_a_sonar_encoder_folder_needs_no_sentence_splitter(tmp_path):
+    """The splitter serves SONAR-LLM prompts only: an encoder folder loads and encodes where sentencex is missing."""
+    assert "sentencex" in REQUIRED
+    spm = train_tiny_spm(tmp_path / "spm.model", vocab_size=100)
+    torch.manual_seed(0)
+    checkpoints = {}
+    for kind in ("encoder", "decoder"):
+        state = make_fs2_sonar_state_dict(kind, vocab=310, dim=16, layers=1, ffn=32)
+        if kind == "decoder":
+            state["final_proj.weight"] = state["decoder_frontend.embed.weight"]
+        checkpoints[kind] = tmp_path / f"{kind}.pt"
+        torch.save({"model": state}, checkpoints[kind])
+    convert_sonar(tmp_path / "sonar", checkpoints["encoder"], checkpoints["decoder"], spm, num_heads=4)
+    python = venv_without(tmp_path, {"sentencex"})
+    code = f"""
+from transformers import AutoModel
+encoder = AutoModel.from_pretrained({str(tmp_path / "sonar" / "encoder")!r}, trust_remote_code=True)
+print(tuple(encoder.encode(["The cat sat."], lang="eng_Latn").shape))
+"""
+    result = run(python, code, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split("\n")[-2] == "(1, 16)"

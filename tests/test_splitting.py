@@ -9,7 +9,8 @@ import pytest
 import sentencex
 
 from sonar_llm_hf import split_sentences
-from sonar_llm_hf.models.tokenization_sonar import SENTENCEX_LANGUAGES, SONAR_LANGUAGES, splitter_language
+from sonar_llm_hf.models.generation_sonar_llm import SENTENCEX_LANGUAGES, splitter_language
+from sonar_llm_hf.models.tokenization_sonar import SONAR_LANGUAGES
 from sonar_llm_hf.training.data import split_documents
 
 

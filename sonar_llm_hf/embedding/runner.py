@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.tokenization_sonar import check_language, encode_source, split_sentences
+from ..models.generation_sonar_llm import split_sentences
+from ..models.tokenization_sonar import check_language, encode_source
 from .buckets import encode_bucketed
 from .inputs import load_documents, owned_shards, process_rank
 from .resplit import resplit

@@ -182,7 +182,7 @@ def token_weighted_squared_error(pred: torch.Tensor, target: torch.Tensor, weigh
 
 logger = logging.get_logger(__name__)
 
-# `sentencex` splits text prompts (`tokenization_sonar.py`). It is imported above as well because transformers'
+# `sentencex` splits text prompts (`generation_sonar_llm.py`). It is imported above as well because transformers'
 # `check_imports` reads only this file of a local folder (each file of a Hub repo): loading without it then fails
 # with "requires the following packages ... Run `pip install sentencex`", never with a different splitter.
 

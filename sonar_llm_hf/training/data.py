@@ -47,7 +47,8 @@ from collections import Counter
 import numpy as np
 import torch
 
-from ..models.tokenization_sonar import check_language, encode_target, split_sentences
+from ..models.generation_sonar_llm import split_sentences
+from ..models.tokenization_sonar import check_language, encode_target
 
 logger = logging.getLogger(__name__)
 
