@@ -80,6 +80,8 @@ def _changed_on_the_hub(api, repo_id: str, revision: str | None, recorded: dict[
     import hashlib
 
     changed = []
+    if not recorded:
+        return changed
     for info in api.get_paths_info(repo_id, sorted(recorded), repo_type="model", revision=revision):
         lfs = getattr(info, "lfs", None)
         if lfs is not None:

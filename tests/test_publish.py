@@ -220,6 +220,7 @@ def test_a_published_folder_generates_from_a_fresh_cache(sonar_dir, tmp_path, mo
         return f"https://huggingface.co/org/tiny/commit/{commit}"
 
     monkeypatch.setattr(HfApi, "create_repo", lambda self, *a, **k: "https://huggingface.co/org/tiny")
+    monkeypatch.setattr(HfApi, "list_repo_files", lambda self, *a, **k: [".gitattributes"])  # a new repository
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
     local = tmp_path / "converted"
     cli.convert(CHECKPOINT, sonar_dir, local, config=CONFIG, push_to_hub="org/tiny")
