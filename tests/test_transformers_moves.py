@@ -162,8 +162,10 @@ def test_prompt_longer_than_max_sentences_is_refused(sonar_llm):
     ],
 )
 def test_bad_generation_options_are_refused(sonar_llm, options, error, message):
-    with pytest.raises(error, match=message):
-        sonar_llm.generate(PROMPTS, **{**FAST, **options})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an invalid value is an error, not first "ignored" with a warning
+        with pytest.raises(error, match=message):
+            sonar_llm.generate(PROMPTS, **{**FAST, **options})
 
 
 def test_bad_decode_options_are_refused(tiny_sonar_decoder):

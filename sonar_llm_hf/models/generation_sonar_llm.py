@@ -27,7 +27,7 @@ import torch
 from transformers import GenerationConfig
 from transformers.generation.streamers import BaseStreamer
 
-from .configuration_sonar_text import check_bool, check_decoding, check_integer
+from .configuration_sonar_text import check_bool, check_decoding, check_integer, check_sampling
 from .tokenization_sonar import check_language, encode_source, execution_device
 
 # Offline sentence splitting for SONAR-LLM: one splitter for prompts, training documents and evaluation. It lives
@@ -362,6 +362,9 @@ def warn_ignored_sampling_options(options: dict, user_set: set) -> None:
     in transformers, so `num_beams` is never overridden."""
     if options["do_sample"] is True:
         return
+    # an invalid value is an error first (it would be refused later anyway), never only "ignored"
+    check_sampling(**{name: options[name] for name in ("temperature", "top_p", "top_k")})
+    check_integer("seed", options["seed"], -(2**63), allow_none=True)
     latent_noise = draws_latent_noise(options)
     ignored = [name for name, neutral in _SAMPLING_ONLY.items() if options[name] != neutral
                and (name in user_set or "do_sample" not in user_set)
