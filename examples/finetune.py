@@ -26,6 +26,7 @@ import torch
 from transformers import AutoModel, HfArgumentParser, Trainer, TrainingArguments
 
 import sonar_llm_hf  # noqa: F401  (registers the Auto classes)
+from sonar_llm_hf.data_files import load_data_file
 from sonar_llm_hf.training.data import SonarLLMDataCollator, prepare_dataset
 from sonar_llm_hf.training.lora import (
     lora_config,
@@ -78,11 +79,7 @@ def load_documents(args: ScriptArguments):
     if path.is_dir():
         loaded = datasets.load_from_disk(str(path))
     elif path.is_file():
-        builders = {".jsonl": "json", ".json": "json", ".csv": "csv", ".txt": "text", ".parquet": "parquet"}
-        builder = builders.get(path.suffix)
-        if builder is None:
-            raise ValueError(f"Unsupported dataset file {path}: use .jsonl, .json, .csv, .txt or .parquet.")
-        loaded = datasets.load_dataset(builder, data_files=str(path))
+        loaded = load_data_file(path)
     else:
         loaded = datasets.load_dataset(args.dataset, args.dataset_config)
     if isinstance(loaded, datasets.DatasetDict):

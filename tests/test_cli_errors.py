@@ -13,8 +13,8 @@ import pytest
 
 from sonar_llm_hf import cli
 from sonar_llm_hf.cli_errors import EXIT_BUG, EXIT_STDOUT_CLOSED, TRACEBACK_VARIABLE, describe, run_command
+from sonar_llm_hf.data_files import check_utf8
 from sonar_llm_hf.evaluation import metrics as metrics_module
-from sonar_llm_hf.utf8 import check_utf8
 
 
 def run_main(capsys, *argv):

@@ -15,9 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..utf8 import check_utf8
-
-_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
+from ..data_files import load_data_file
 
 
 def load_documents(inputs: list[str], split: str = "train"):
@@ -30,12 +28,7 @@ def load_documents(inputs: list[str], split: str = "train"):
         if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
             loaded = datasets.load_from_disk(str(path))
         elif path.is_file():
-            builder = _BUILDERS.get(path.suffix.lower())
-            if builder is None:
-                raise ValueError(f"Unsupported input {path}: use .jsonl, .json, .parquet, .txt or a dataset folder.")
-            if builder != "parquet":
-                check_utf8(path)
-            loaded = datasets.load_dataset(builder, data_files=str(path), split="train")
+            loaded = load_data_file(path, split="train")
         elif path.exists():
             raise ValueError(f"{path} is a folder but not one saved with `save_to_disk` (no dataset_info.json).")
         else:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from ..cli_errors import run_command
-from ..utf8 import check_utf8
+from ..data_files import load_data_file
 from .judge import JUDGE_MODEL, ChatClient, continuation_text, export_judge_prompts, grade_table, judge_stories
 from .metrics import require_metrics
 from .protocol import (
@@ -36,7 +36,6 @@ from .protocol import (
 )
 
 TASKS = ("nlg", "ce", "judge", "summarization")
-_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
 
 
 def load_split(dataset: str, split: str | None = None, config: str | None = None):
@@ -47,13 +46,7 @@ def load_split(dataset: str, split: str | None = None, config: str | None = None
     if path.is_dir():
         loaded = datasets.load_from_disk(str(path))
     elif path.is_file():
-        builder = _BUILDERS.get(path.suffix.lower())
-        if builder is None:
-            raise ValueError(f"Unsupported dataset file {path}: use {', '.join(_BUILDERS)} or a save_to_disk folder.")
-        if builder != "parquet":
-            check_utf8(path)  # datasets' own error names neither the file nor the place
-        extra = {"sample_by": "paragraph"} if builder == "text" else {}
-        loaded = datasets.load_dataset(builder, data_files=str(path), **extra)
+        loaded = load_data_file(path, text_sample_by="paragraph")
     else:
         if os.environ.get("HF_HUB_OFFLINE") in ("1", "true") or os.environ.get("HF_DATASETS_OFFLINE") in ("1", "true"):
             raise ValueError(f"{dataset!r} is not a local file or folder, and the Hub is off (HF_HUB_OFFLINE).")
