@@ -17,7 +17,6 @@ against fairseq2's own outputs (`tests/fixtures/reference/`), and `benchmarks/be
 
 from __future__ import annotations
 
-import importlib
 from contextlib import contextmanager
 
 import torch
@@ -71,38 +70,22 @@ def reference_loss(
     return (loss, int((dec_labels != HF_PAD).sum())) if return_count else loss
 
 
-# Where the package decides whether to multiply with oneDNN: (module, function returning the op or None). Both
-# layouts are listed (the oneDNN routes live in `models/` or in a `speed/` subpackage).
-_ONEDNN_SWITCHES = (("sonar_llm_hf.speed.onednn", "onednn_op"),)  # where the package switches its oneDNN routes
-
-
 @contextmanager
 def plain_torch_products():
     """Every matrix product on torch's default CPU path (BLAS), as on a machine or build without oneDNN: our oneDNN
-    routes off and torch's own oneDNN dispatch disabled. The baseline of the claims that a faster kernel is exact:
-    a baseline that itself ran oneDNN could not tell oneDNN's errors apart."""
-    switches = []
-    for module_name, name in _ONEDNN_SWITCHES:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        if hasattr(module, name):
-            switches.append((module, name, getattr(module, name)))
-    if not switches:
-        raise RuntimeError(f"None of {_ONEDNN_SWITCHES} exists: plain_torch_products must learn the new place.")
-    enabled = torch.backends.mkldnn.enabled
-    for module, name, _ in switches:
-        setattr(module, name, lambda: None)
+    routes off (`sonar_llm_hf.speed.onednn.onednn_op`, which every route asks) and torch's own oneDNN dispatch
+    disabled. The baseline of the claims that a faster kernel is exact: a baseline that itself ran oneDNN could not
+    tell oneDNN's errors apart."""
+    from ..speed import onednn
+
+    original, enabled = onednn.onednn_op, torch.backends.mkldnn.enabled
+    onednn.onednn_op = lambda: None
     torch.backends.mkldnn.enabled = False
     try:
-        for module, _, _ in switches:  # the package now says oneDNN does not apply, even to fp32 CPU weights
-            assert not getattr(module, "onednn_applies", lambda m: False)(nn.Linear(2, 2))
+        assert not onednn.onednn_applies(nn.Linear(2, 2))  # the package now says oneDNN does not apply
         yield
     finally:
-        for module, name, original in switches:
-            setattr(module, name, original)
-        torch.backends.mkldnn.enabled = enabled
+        onednn.onednn_op, torch.backends.mkldnn.enabled = original, enabled
 
 
 @torch.no_grad()
